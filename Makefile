@@ -1,0 +1,50 @@
+# asyncio-pitfalls — `make` alone lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+VARIANT ?= broken
+BASE_URL ?= http://127.0.0.1:8080
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+
+.DEFAULT_GOAL := help
+.PHONY: help install run migrate test lint up down load-disconnect load-shield load-pubsub
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv with the pinned dependencies (fast when nothing changed)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ needed (PYTHON=$(PYTHON))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+run: install ## migrate, then serve on 127.0.0.1:8080 against local Postgres and Redis
+	$(PY) -m app migrate
+	$(PY) -m app
+
+migrate: install ## apply pending migrations only
+	$(PY) -m app migrate
+
+test: install ## the whole test suite (needs local Postgres and Redis)
+	$(PY) -m pytest
+
+lint: install ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+up: ## the stack under docker compose (ports on 127.0.0.1 only)
+	$(COMPOSE) up --build -d
+	@echo "app on http://127.0.0.1:8080 — try: make load-disconnect VARIANT=broken"
+
+down: ## stop the compose stack
+	$(COMPOSE) down
+
+load-disconnect: install ## load scenario disconnect against a running app (VARIANT=broken|fixed)
+	$(PY) -m scripts.load disconnect --variant $(VARIANT) --base-url $(BASE_URL)
+
+load-shield load-pubsub: install
+	$(PY) -m scripts.load $(@:load-%=%) --variant $(VARIANT) --base-url $(BASE_URL)

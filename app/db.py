@@ -1,0 +1,54 @@
+"""Postgres access: one aiopg pool per variant (as the variant's own role) and a small admin pool."""
+
+from __future__ import annotations
+
+import aiopg
+
+
+class VariantDb:
+    """A variant's aiopg pool. ``/api/reset`` swaps in a fresh pool, so handlers read ``.pool`` each time."""
+
+    def __init__(self, *, role: str, dsn: str, maxsize: int) -> None:
+        self.role = role
+        self.dsn = dsn
+        self.maxsize = maxsize
+        self._pool: aiopg.Pool | None = None
+
+    def __repr__(self) -> str:
+        return f"<VariantDb role={self.role} maxsize={self.maxsize} pool={self._pool!r}>"
+
+    @property
+    def pool(self) -> aiopg.Pool:
+        assert self._pool is not None, "VariantDb used before open()"
+        return self._pool
+
+    async def open(self) -> None:
+        # minsize=0: the app starts (and /healthz says 503) even while Postgres is down.
+        self._pool = await aiopg.create_pool(self.dsn, minsize=0, maxsize=self.maxsize, timeout=60)
+
+    async def rebuild(self) -> None:
+        """Replace the pool; the old one's connections are closed at once, in flight or not."""
+        old = self._pool
+        await self.open()
+        if old is not None:
+            old.terminate()
+            await old.wait_closed()
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            await self._pool.wait_closed()
+
+
+async def fetch_one(pool: aiopg.Pool, sql: str, args: object = None) -> tuple[object, ...]:
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(sql, args)
+        row = await cur.fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+async def fetch_all(pool: aiopg.Pool, sql: str, args: object = None) -> list[tuple[object, ...]]:
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(sql, args)
+        return [tuple(row) for row in await cur.fetchall()]

@@ -1,0 +1,67 @@
+"""Every error leaves the service as ``{"error": str}`` JSON with the right status; nothing leaks a trace or a DSN."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+import psycopg2
+import redis.exceptions
+from aiohttp import web
+
+log = logging.getLogger("app")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_error(status: int, message: str, **extra: object) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+class BadRequest(web.HTTPBadRequest):
+    """A 400 whose body is the JSON error; raise it from validation."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(text=json.dumps({"error": message}), content_type="application/json")
+
+
+def database_error(exc: psycopg2.Error) -> web.Response:
+    """503 for a Postgres that refuses or is gone; the server's own words only when they are about capacity."""
+    first_line = (str(exc).strip().splitlines() or [""])[0].removeprefix("FATAL:").strip()
+    if "too many" in first_line:
+        return json_error(503, "database refused the connection", detail=first_line)
+    return json_error(503, "database unavailable")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.content_type == "application/json" or exc.empty_body:
+            raise
+        return _http_error(exc)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return json_error(400, "body is not valid JSON")
+    except psycopg2.Error as exc:
+        log.warning("%s %s: database error: %s", request.method, request.path, type(exc).__name__)
+        return database_error(exc)
+    except redis.exceptions.RedisError as exc:
+        log.warning("%s %s: redis error: %s", request.method, request.path, exc)
+        return json_error(503, "redis unavailable", detail=type(exc).__name__)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return json_error(500, "internal error")
+
+
+def _http_error(exc: web.HTTPException) -> web.Response:
+    message = "body over the 1 MiB limit" if exc.status == 413 else exc.reason
+    response = json_error(exc.status, message)
+    for name in ("Allow", "Location"):
+        if name in exc.headers:
+            response.headers[name] = exc.headers[name]
+    return response

@@ -1,0 +1,94 @@
+"""The app factory: a root application with the operator routes, and one sub-application per variant
+(``/broken``, ``/fixed``) holding that variant's own resources, each opened and closed in a ``cleanup_ctx``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiojobs.aiohttp
+import aiopg
+from aiohttp import web
+from redis.asyncio import Redis
+
+from . import ops
+from .db import VariantDb
+from .errors import Handler, error_middleware
+from .keys import admin_db_key, db_key, probe_key, redis_key, settings_key, variant_key, variants_key
+from .probe import Probe
+from .scenarios import disconnect
+from .settings import VARIANTS, Settings, Variant
+
+SCENARIOS = [disconnect]
+MAX_BODY = 1024**2
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    app[settings_key] = settings
+    app[probe_key] = Probe()
+    app.cleanup_ctx.append(admin_db_ctx)
+    app.add_routes(ops.ROUTES)
+    variants: dict[str, web.Application] = {}
+    for variant in VARIANTS:
+        variants[variant] = variant_app(settings, variant)
+        app.add_subapp(f"/{variant}", variants[variant])
+    app[variants_key] = variants
+    return app
+
+
+def variant_app(settings: Settings, variant: Variant) -> web.Application:
+    app = web.Application(middlewares=[count_cancelled], client_max_size=MAX_BODY)
+    app[settings_key] = settings
+    app[variant_key] = variant
+    app.cleanup_ctx.append(pg_ctx)
+    app.cleanup_ctx.append(redis_ctx)
+    # Registered last so it closes first: shielded writes finish while the pool is still open.
+    aiojobs.aiohttp.setup(app, limit=100, pending_limit=1000, wait_timeout=settings.shutdown_timeout)
+    for scenario in SCENARIOS:
+        app.add_routes(scenario.ROUTES[variant] + scenario.COMMON)
+    return app
+
+
+async def admin_db_ctx(app: web.Application) -> AsyncIterator[None]:
+    """A small pool as the configured (owner) user: stats, state and reset read through it, not through the
+    variants' pools, so the figures stay readable while the broken variant is refused."""
+    async with aiopg.create_pool(app[settings_key].database_url, minsize=0, maxsize=3) as pool:
+        app[admin_db_key] = pool
+        yield
+
+
+async def pg_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, variant = app[settings_key], app[variant_key]
+    db = VariantDb(
+        role=settings.role(variant),  # type: ignore[arg-type]
+        dsn=settings.variant_dsn(variant),  # type: ignore[arg-type]
+        maxsize=settings.pg_pool_size,
+    )
+    await db.open()
+    app[db_key] = db
+    yield
+    await db.close()
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[settings_key]
+    limit = (
+        settings.broken_redis_max_connections
+        if app[variant_key] == "broken"
+        else settings.fixed_redis_max_connections
+    )
+    client = Redis.from_url(settings.redis_url, max_connections=limit)
+    app[redis_key] = client
+    yield
+    await client.aclose()
+
+
+@web.middleware
+async def count_cancelled(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Counts the variant's handlers cancelled by a client hang-up (``/api/state``: ``handlers_cancelled``)."""
+    try:
+        return await handler(request)
+    except asyncio.CancelledError:
+        request.config_dict[probe_key].hit(f"{request.app[variant_key]}.cancelled")
+        raise

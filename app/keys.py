@@ -1,0 +1,33 @@
+"""Every application key of the service, precisely typed, in one place."""
+
+from __future__ import annotations
+
+import aiopg
+from aiohttp import web
+from redis.asyncio import Redis
+
+from .db import VariantDb
+from .probe import Probe
+from .settings import Settings, Variant
+
+# On the root application.
+settings_key = web.AppKey("settings", Settings)
+probe_key = web.AppKey("probe", Probe)
+admin_db_key = web.AppKey("admin_db", aiopg.Pool)
+variants_key = web.AppKey("variants", dict[str, web.Application])
+
+# On each variant's sub-application (/broken, /fixed): its own resources, so one cannot starve the other.
+variant_key = web.AppKey("variant", str)
+db_key = web.AppKey("db", VariantDb)
+redis_key = web.AppKey("redis", Redis)
+
+__all__ = [
+    "Variant",
+    "admin_db_key",
+    "db_key",
+    "probe_key",
+    "redis_key",
+    "settings_key",
+    "variant_key",
+    "variants_key",
+]

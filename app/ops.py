@@ -1,0 +1,134 @@
+"""Operator routes: ``/healthz``, ``/api/state`` and ``/api/reset`` (CONTRACT.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from typing import Any
+
+import aiojobs.aiohttp
+from aiohttp import web
+
+from .db import fetch_all, fetch_one
+from .errors import json_error
+from .keys import admin_db_key, db_key, probe_key, redis_key, settings_key, variants_key
+
+log = logging.getLogger("app.ops")
+
+LOOPBACK = {"127.0.0.1", "::1"}
+HEALTH_TIMEOUT = 2.0
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 when the *fixed* variant reaches Postgres and Redis: the broken one may be down on purpose."""
+    fixed = request.app[variants_key]["fixed"]
+    checks = {
+        "postgres": await _check(fetch_one(fixed[db_key].pool, "SELECT 1")),
+        "redis": await _check(fixed[redis_key].ping()),
+    }
+    healthy = all(v == "ok" for v in checks.values())
+    return web.json_response(
+        {"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503
+    )
+
+
+async def _check(probe: Any) -> str:
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT):
+            await probe
+    except Exception as exc:  # any failure means unhealthy; CancelledError still propagates
+        return f"unavailable: {type(exc).__name__}"
+    return "ok"
+
+
+async def state(request: web.Request) -> web.Response:
+    """A snapshot per variant: pool, server backends of the variant's role, Redis, aiojobs."""
+    variants = request.app[variants_key]
+    roles = [sub[db_key].role for sub in variants.values()]
+    try:
+        rows = await fetch_all(
+            request.app[admin_db_key],
+            """
+            SELECT r.rolname, r.rolconnlimit,
+                   count(a.pid) FILTER (WHERE a.datname = current_database()),
+                   count(a.pid) FILTER (WHERE a.datname = current_database() AND a.state = 'active'),
+                   count(a.pid)
+            FROM pg_roles r LEFT JOIN pg_stat_activity a ON a.usename = r.rolname
+            WHERE r.rolname = ANY(%s) GROUP BY r.rolname, r.rolconnlimit
+            """,
+            (roles,),
+        )
+        backends: dict[Any, tuple[Any, ...]] = {row[0]: row[1:] for row in rows}
+        pg_error = None
+    except Exception as exc:
+        backends, pg_error = {}, type(exc).__name__
+    probe = request.app[probe_key]
+    out: dict[str, Any] = {}
+    for variant, sub in variants.items():
+        db = sub[db_key]
+        pool = db.pool
+        limit, here, active, cluster = backends.get(db.role, (None, None, None, None))
+        redis_pool = sub[redis_key].connection_pool
+        scheduler = aiojobs.aiohttp.get_scheduler_from_app(sub)
+        out[variant] = {
+            "postgres": {
+                "role": db.role,
+                "pool_max": db.maxsize,
+                "pool_size": pool.size,
+                "pool_free": pool.freesize,
+                "pool_in_use": pool.size - pool.freesize,
+                "backends": here,
+                "backends_active": active,
+                "role_connections": cluster,
+                "role_connection_limit": limit,
+                "error": pg_error,
+            },
+            "redis": {
+                "connections_in_use": len(redis_pool._in_use_connections),  # type: ignore[attr-defined]
+                "max_connections": redis_pool.max_connections,  # type: ignore[attr-defined]
+            },
+            "subscribers": 0,
+            "jobs": {
+                "active": scheduler.active_count if scheduler else 0,
+                "pending": scheduler.pending_count if scheduler else 0,
+            },
+            "handlers_cancelled": probe.counts[f"{variant}.cancelled"],
+        }
+    return web.json_response({"variants": out})
+
+
+async def reset(request: web.Request) -> web.Response:
+    """Empty the scenario tables, rebuild each variant's pools and end whatever backends they left behind.
+    Loopback clients, or a client presenting ``Authorization: Bearer $API_TOKEN``; 403 for anyone else."""
+    if not _operator(request):
+        return json_error(403, "reset is allowed from loopback or with the API token only")
+    variants = request.app[variants_key]
+    admin = request.app[admin_db_key]
+    await fetch_one(admin, "TRUNCATE orders, order_items RESTART IDENTITY; SELECT 1")
+    for sub in variants.values():
+        await sub[db_key].rebuild()
+        await sub[redis_key].connection_pool.disconnect()
+    (terminated,) = await fetch_one(
+        admin,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND usename = ANY(%s)",
+        ([sub[db_key].role for sub in variants.values()],),
+    )
+    log.info("reset: %s variant backends terminated", terminated)
+    return web.json_response({"reset": True, "terminated_backends": terminated})
+
+
+def _operator(request: web.Request) -> bool:
+    if request.remote in LOOPBACK:
+        return True
+    token = request.app[settings_key].api_token
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+    return token is not None and hmac.compare_digest(given, token.encode())
+
+
+ROUTES = [
+    web.get("/healthz", healthz),
+    web.get("/api/state", state),
+    web.post("/api/reset", reset),
+]

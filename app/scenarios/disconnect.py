@@ -1,0 +1,128 @@
+"""Scenario ``disconnect``: the client hangs up while the handler is in the middle of its database work.
+
+Symptom: orders without items; Postgres backends that outlive their clients pile up until the server refuses
+connections ("too many connections for role") and every request of the variant fails.
+Cause: with ``handler_cancellation=True`` a hang-up raises ``CancelledError`` at whatever ``await`` the handler
+is on. Between two autocommit statements that means a half-written order. Inside a query, aiopg closes the
+socket and drops the connection, but the server does not notice: the backend runs its query to the end while
+the pool opens a fresh connection for the next request.
+Fix: one transaction whose whole unit of work is shielded by aiojobs (it completes, or rolls back as one), and
+abandoned queries stopped on the server (``client_connection_check_interval``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiojobs.aiohttp
+from aiohttp import web
+from aiopg import Cursor
+
+from .. import validation
+from ..db import fetch_one
+from ..keys import admin_db_key, db_key, probe_key, variant_key
+
+REPORT_SQL = "SELECT pg_sleep(%s), count(*) FROM orders WHERE variant = %s"
+
+
+async def broken_create_order(request: web.Request) -> web.Response:
+    """Order and items are separate autocommit statements with the slow step between them: a client that hangs
+    up during the hold cancels the handler right there, and the order stays behind without its items."""
+    order, hold = await _order_request(request)
+    async with request.app[db_key].pool.acquire() as conn, conn.cursor() as cur:
+        order_id = await _write_order(request, cur, order, hold)
+    return web.json_response({"order_id": order_id}, status=201)
+
+
+async def fixed_create_order(request: web.Request) -> web.Response:
+    """One transaction, and the whole unit of work shielded by aiojobs: the hang-up cancels the handler, not
+    the write, so a started order lands whole (an error rolls all of it back). Shielding one statement is not
+    enough: the cancel would then hit the next one, inside the open transaction."""
+    order, hold = await _order_request(request)
+    order_id = await aiojobs.aiohttp.shield(request, _write_order_in_transaction(request, order, hold))
+    return web.json_response({"order_id": order_id}, status=201)
+
+
+async def broken_slow_report(request: web.Request) -> web.Response:
+    """Nothing stops the query on the server: when the client hangs up, aiopg closes the socket, but the backend
+    sleeps on for the full report while the pool opens a new connection for the next request."""
+    seconds = _report_seconds(request)
+    async with request.app[db_key].pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(REPORT_SQL, (seconds, request.app[variant_key]))
+        row = await cur.fetchone()
+    return web.json_response({"orders": row[1], "seconds": seconds})
+
+
+async def fixed_slow_report(request: web.Request) -> web.Response:
+    """The same query on a session that makes the server check every 100 ms that its client is still there:
+    when the client hangs up and aiopg closes the socket, the backend stops too instead of running on."""
+    seconds = _report_seconds(request)
+    async with request.app[db_key].pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SET client_connection_check_interval = 100")
+        await cur.execute(REPORT_SQL, (seconds, request.app[variant_key]))
+        row = await cur.fetchone()
+    return web.json_response({"orders": row[1], "seconds": seconds})
+
+
+async def order_stats(request: web.Request) -> web.Response:
+    """Read through the admin pool, so the figures stay readable while the broken variant's role is refused."""
+    orders, items, without_items = await fetch_one(
+        request.config_dict[admin_db_key],
+        """
+        SELECT count(*),
+               coalesce(sum(n), 0)::bigint,
+               count(*) FILTER (WHERE n IS NULL)
+        FROM orders o
+        LEFT JOIN (SELECT order_id, count(*) AS n FROM order_items GROUP BY order_id) i ON i.order_id = o.id
+        WHERE o.variant = %s
+        """,
+        (request.app[variant_key],),
+    )
+    return web.json_response({"orders": orders, "items": items, "orders_without_items": without_items})
+
+
+# --- plumbing shared by both variants: everything below is the same for broken and fixed -----------------
+
+
+async def _order_request(request: web.Request) -> tuple[validation.Order, float]:
+    hold = validation.query_seconds(request, "hold", default=0.2, hi=5)
+    return await validation.order(request), hold
+
+
+def _report_seconds(request: web.Request) -> float:
+    return validation.query_seconds(request, "seconds", default=1.0, hi=30)
+
+
+async def _write_order(request: web.Request, cur: Cursor, order: validation.Order, hold: float) -> int:
+    variant = request.app[variant_key]
+    await cur.execute(
+        "INSERT INTO orders (variant, customer) VALUES (%s, %s) RETURNING id", (variant, order.customer)
+    )
+    (order_id,) = await cur.fetchone()
+    # The slow step (a payment call, a stock check) done while the order is half written.
+    request.config_dict[probe_key].hit(f"{variant}.hold")
+    await asyncio.sleep(hold)
+    await cur.execute(
+        "INSERT INTO order_items (order_id, sku, qty) SELECT %s, sku, qty FROM unnest(%s::text[], %s::int[])"
+        " AS t(sku, qty)",
+        (order_id, [i.sku for i in order.items], [i.qty for i in order.items]),
+    )
+    return int(order_id)
+
+
+async def _write_order_in_transaction(request: web.Request, order: validation.Order, hold: float) -> int:
+    async with request.app[db_key].pool.acquire() as conn, conn.cursor() as cur, cur.begin():
+        return await _write_order(request, cur, order, hold)
+
+
+ROUTES = {
+    "broken": [
+        web.post("/orders", broken_create_order),
+        web.get("/reports/slow", broken_slow_report),
+    ],
+    "fixed": [
+        web.post("/orders", fixed_create_order),
+        web.get("/reports/slow", fixed_slow_report),
+    ],
+}
+COMMON = [web.get("/orders/stats", order_stats)]

@@ -1,0 +1,81 @@
+"""Configuration: one frozen dataclass read from the environment (defaults in shared/CONTRACT.md)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+Variant = Literal["broken", "fixed"]
+VARIANTS: tuple[Variant, ...] = ("broken", "fixed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/pitfalls"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Each variant talks to Postgres as its own role (created by the migrations, with a CONNECTION LIMIT),
+    # so the broken variant can exhaust its own share of the server and nothing else.
+    role_prefix: str = "pitfalls_"
+    pg_pool_size: int = 10
+    broken_redis_max_connections: int = 20
+    fixed_redis_max_connections: int = 20
+    # Token that lets a non-loopback client call /api/reset; unset means loopback only.
+    api_token: str | None = None
+    shutdown_timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> Settings:
+        values: dict[str, object] = {}
+        if "DATABASE_URL" in env:
+            values["database_url"] = env["DATABASE_URL"]
+        if "REDIS_URL" in env:
+            values["redis_url"] = env["REDIS_URL"]
+        if "APP_HOST" in env:
+            values["host"] = env["APP_HOST"]
+        if "APP_PORT" in env:
+            values["port"] = int(env["APP_PORT"])
+        if "PG_POOL_SIZE" in env:
+            values["pg_pool_size"] = int(env["PG_POOL_SIZE"])
+        if "BROKEN_REDIS_MAX_CONNECTIONS" in env:
+            values["broken_redis_max_connections"] = int(env["BROKEN_REDIS_MAX_CONNECTIONS"])
+        if env.get("API_TOKEN"):
+            values["api_token"] = env["API_TOKEN"]
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def role(self, variant: Variant) -> str:
+        return f"{self.role_prefix}{variant}"
+
+    def variant_dsn(self, variant: Variant) -> str:
+        """DATABASE_URL with the user swapped for the variant's own role (trust or peer auth assumed)."""
+        return with_user(self.database_url, self.role(variant))
+
+
+def with_user(url: str, user: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def with_database(url: str, database: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+
+
+def database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/") or "postgres"
+
+
+def mask(url: str) -> str:
+    """The URL without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))

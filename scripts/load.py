@@ -1,0 +1,59 @@
+"""Drive one scenario's load against a running service and print a verdict.
+
+    python -m scripts.load disconnect --variant broken|fixed [--base-url URL] [--requests N] [--concurrency C]
+                                      [--json PATH]
+
+Prints progress while it runs, then ``VERDICT: reproduced`` (the broken failure happened), ``VERDICT: held``
+(the fixed invariant held) or ``VERDICT: unexpected``; exits 0 only for the verdict expected of the variant.
+Every target must be a loopback address; request count and run time are bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from ._common import require_loopback
+from .load_disconnect import add_arguments as disconnect_arguments
+from .load_disconnect import run as run_disconnect
+
+SCENARIOS = {"disconnect": (disconnect_arguments, run_disconnect)}
+PLANNED = ("shield", "pubsub")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m scripts.load", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="scenario", required=True, metavar="scenario")
+    for name, (add_arguments, _) in SCENARIOS.items():
+        sp = sub.add_parser(name, help=f"scenario {name}")
+        sp.add_argument("--variant", choices=["broken", "fixed"], required=True)
+        sp.add_argument("--base-url", default="http://127.0.0.1:8080", help="a running app (loopback only)")
+        sp.add_argument("--requests", type=int, default=400, help="requests to send in all (max 10000)")
+        sp.add_argument("--concurrency", type=int, default=20, help="requests in flight at once (max 500)")
+        sp.add_argument("--max-seconds", type=float, default=60, help="stop starting requests after this")
+        sp.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable run")
+        sp.add_argument("--reset", action="store_true", help="POST /api/reset before the run")
+        sp.add_argument("--json", type=Path, help="write the report as JSON here")
+        add_arguments(sp)
+    for name in PLANNED:
+        sub.add_parser(name, help=f"scenario {name} (not built yet)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.scenario not in SCENARIOS:
+        print(f"scenario {args.scenario!r} is not built yet", file=sys.stderr)
+        return 2
+    if not 1 <= args.requests <= 10_000 or not 1 <= args.concurrency <= 500 or not 0 < args.max_seconds <= 600:
+        print("--requests 1..10000, --concurrency 1..500, --max-seconds up to 600", file=sys.stderr)
+        return 2
+    require_loopback(args.base_url)
+    _, run = SCENARIOS[args.scenario]
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
