@@ -1,4 +1,6 @@
-"""Every error leaves the service as ``{"error": str}`` JSON with the right status; nothing leaks a trace or a DSN."""
+"""Every error leaves the service as ``{"error": str}`` JSON with the right status.
+
+Nothing in a response leaks a stack trace or a DSN."""
 
 from __future__ import annotations
 

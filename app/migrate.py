@@ -60,13 +60,15 @@ def applied(url: str) -> list[str]:
         return _applied(cur)
 
 
-def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply every pending migration; returns the ids applied now."""
+def migrate(url: str, directory: Path = MIGRATIONS_DIR, *, target: str | None = None) -> list[str]:
+    """Apply every pending migration (up to and including ``target``); returns the ids applied now."""
     ensure_database(url)
     done: list[str] = []
     with _connect(url) as conn, conn.cursor() as cur:
         already = set(_applied(cur))
         for migration in discover(directory):
+            if target is not None and migration.id > target:
+                break
             if migration.id in already:
                 continue
             cur.execute(migration.up.read_text())

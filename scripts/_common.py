@@ -20,7 +20,7 @@ def require_loopback(base_url: str) -> None:
     """Load stays on this machine: refuse any target that is not a loopback address."""
     host = urlsplit(base_url).hostname or ""
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
     except socket.gaierror as exc:
         raise SystemExit(f"cannot resolve {host!r}: {exc}") from None
     if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):

@@ -131,7 +131,11 @@ async def _one(
     else:
         items = [{"sku": f"sku-{k}", "qty": rng.randint(1, 5)} for k in range(rng.randint(1, 5))]
         body = {"customer": f"load-{i}", "items": items}
-        method, url, patience = "POST", f"{base}/{variant}/orders?hold={args.hold}", rng.uniform(0, 1.5 * args.hold)
+        method, url, patience = (
+            "POST",
+            f"{base}/{variant}/orders?hold={args.hold}",
+            rng.uniform(0, 1.5 * args.hold),
+        )
     deadline = asyncio.timeout(patience if hang_up else None)
     try:
         async with deadline, http.request(method, url, json=body) as resp:

@@ -48,9 +48,8 @@ async def broken_slow_report(request: web.Request) -> web.Response:
     sleeps on for the full report while the pool opens a new connection for the next request."""
     seconds = _report_seconds(request)
     async with request.app[db_key].pool.acquire() as conn, conn.cursor() as cur:
-        await cur.execute(REPORT_SQL, (seconds, request.app[variant_key]))
-        row = await cur.fetchone()
-    return web.json_response({"orders": row[1], "seconds": seconds})
+        orders = await _run_report(request, cur, seconds)
+    return web.json_response({"orders": orders, "seconds": seconds})
 
 
 async def fixed_slow_report(request: web.Request) -> web.Response:
@@ -59,9 +58,8 @@ async def fixed_slow_report(request: web.Request) -> web.Response:
     seconds = _report_seconds(request)
     async with request.app[db_key].pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute("SET client_connection_check_interval = 100")
-        await cur.execute(REPORT_SQL, (seconds, request.app[variant_key]))
-        row = await cur.fetchone()
-    return web.json_response({"orders": row[1], "seconds": seconds})
+        orders = await _run_report(request, cur, seconds)
+    return web.json_response({"orders": orders, "seconds": seconds})
 
 
 async def order_stats(request: web.Request) -> web.Response:
@@ -91,6 +89,14 @@ async def _order_request(request: web.Request) -> tuple[validation.Order, float]
 
 def _report_seconds(request: web.Request) -> float:
     return validation.query_seconds(request, "seconds", default=1.0, hi=30)
+
+
+async def _run_report(request: web.Request, cur: Cursor, seconds: float) -> int:
+    variant = request.app[variant_key]
+    request.config_dict[probe_key].hit(f"{variant}.report")
+    await cur.execute(REPORT_SQL, (seconds, variant))
+    (_, orders) = await cur.fetchone()
+    return int(orders)
 
 
 async def _write_order(request: web.Request, cur: Cursor, order: validation.Order, hold: float) -> int:

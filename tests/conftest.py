@@ -1,0 +1,84 @@
+"""Fixtures: a fresh, migrated test database on the real local Postgres, the real Redis, and the app served by
+aiohttp's test server (which always runs with ``handler_cancellation=True``, like ``python -m app``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import psycopg2
+import psycopg2.sql
+import pytest
+import redis
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from app.factory import create_app
+from app.migrate import migrate
+from app.settings import Settings, database_name, with_database
+from tests.helpers import ROLES
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/pitfalls_test")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+def _admin(url: str) -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(url, connect_timeout=3)
+    conn.autocommit = True
+    return conn
+
+
+def _end_variant_backends(url: str) -> None:
+    with _admin(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND usename = ANY(%s)",
+            (list(ROLES),),
+        )
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """Drop and re-create the test database, then run every migration on it (so each run tests them too)."""
+    try:
+        conn = _admin(with_database(TEST_DATABASE_URL, "postgres"))
+    except psycopg2.OperationalError as exc:
+        pytest.fail(f"Postgres is not reachable ({exc}); start it: see README 'Running the tests'", False)
+    with conn.cursor() as cur:
+        name = psycopg2.sql.Identifier(database_name(TEST_DATABASE_URL))
+        cur.execute(psycopg2.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+    conn.close()
+    migrate(TEST_DATABASE_URL)
+    yield TEST_DATABASE_URL
+    _end_variant_backends(TEST_DATABASE_URL)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    try:
+        redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis is not reachable ({exc}); start it: see README 'Running the tests'", False)
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str) -> Iterator[Settings]:
+    """Each test starts from empty tables and no leftover backends of the variants' roles."""
+    with _admin(database_url) as conn, conn.cursor() as cur:
+        cur.execute("TRUNCATE orders, order_items RESTART IDENTITY")
+    conn.close()
+    _end_variant_backends(database_url)
+    yield Settings(database_url=database_url, redis_url=redis_url, shutdown_timeout=5)
+    _end_variant_backends(database_url)
+
+
+@pytest.fixture
+def app(settings: Settings) -> web.Application:
+    return create_app(settings)
+
+
+@pytest.fixture
+async def client(aiohttp_client, app: web.Application) -> TestClient:  # type: ignore[no-untyped-def]
+    return await aiohttp_client(app)

@@ -1,0 +1,112 @@
+"""Operator routes: /healthz, /api/state, /api/reset (CONTRACT.md)."""
+
+from __future__ import annotations
+
+import socket
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, make_mocked_request
+
+from app import ops
+from app.factory import create_app
+from app.settings import Settings, with_database
+from tests.helpers import get_json
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_healthz_ok(client: TestClient) -> None:
+    resp = await client.get("/healthz")
+    assert resp.status == 200
+    assert await resp.json() == {"status": "ok", "checks": {"postgres": "ok", "redis": "ok"}}
+
+
+async def test_healthz_503_when_redis_is_unreachable(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    bad = Settings(database_url=settings.database_url, redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    client = await aiohttp_client(create_app(bad))
+    resp = await client.get("/healthz")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["postgres"] == "ok"
+    assert body["checks"]["redis"].startswith("unavailable")
+
+
+async def test_healthz_503_when_postgres_is_unreachable(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    url = settings.database_url.replace(":5432/", f":{closed_port()}/")
+    client = await aiohttp_client(create_app(Settings(database_url=url, redis_url=settings.redis_url)))
+    resp = await client.get("/healthz")
+    assert resp.status == 503
+    assert (await resp.json())["checks"]["postgres"].startswith("unavailable")
+    # and a scenario route says so as JSON, without the DSN
+    resp = await client.post("/fixed/orders", json={"customer": "a", "items": [{"sku": "b", "qty": 1}]})
+    assert resp.status == 503
+    assert await resp.json() == {"error": "database unavailable"}
+
+
+async def test_state_shape(client: TestClient) -> None:
+    state = await get_json(client, "/api/state")
+    assert set(state["variants"]) == {"broken", "fixed"}
+    for variant, s in state["variants"].items():
+        pg = s["postgres"]
+        assert pg["role"] == f"pitfalls_{variant}"
+        assert pg["pool_max"] == 10
+        assert pg["pool_in_use"] == pg["pool_size"] - pg["pool_free"]
+        assert isinstance(pg["backends"], int)
+        assert pg["role_connection_limit"] == {"broken": 30, "fixed": 20}[variant]
+        assert s["redis"]["max_connections"] == 20
+        assert s["jobs"] == {"active": 0, "pending": 0}
+
+
+async def test_reset_empties_tables_and_ends_backends(client: TestClient) -> None:
+    for variant in ("broken", "fixed"):
+        resp = await client.post(
+            f"/{variant}/orders?hold=0", json={"customer": "a", "items": [{"sku": "b", "qty": 1}]}
+        )
+        assert resp.status == 201
+    before = await get_json(client, "/api/state")
+    open_backends = sum(v["postgres"]["backends"] for v in before["variants"].values())
+    assert open_backends >= 2  # each variant's pool keeps its connection
+
+    resp = await client.post("/api/reset")
+    assert resp.status == 200
+    assert await resp.json() == {"reset": True, "terminated_backends": 0}  # pools rebuilt: nothing left over
+    for variant in ("broken", "fixed"):
+        assert (await get_json(client, f"/{variant}/orders/stats"))["orders"] == 0
+        assert (await get_json(client, "/api/state"))["variants"][variant]["postgres"]["backends"] == 0
+    # and the variants work again on their new pools
+    resp = await client.post("/fixed/orders?hold=0", json={"customer": "a", "items": [{"sku": "b", "qty": 1}]})
+    assert resp.status == 201
+
+
+async def test_reset_refuses_non_loopback_without_token(settings: Settings) -> None:
+    app = create_app(settings)
+    request = make_mocked_request("POST", "/api/reset", app=app).clone(remote="192.0.2.7")
+    resp = await ops.reset(request)
+    assert resp.status == 403
+
+
+def _request(app: web.Application, remote: str, auth: str | None = None) -> web.Request:
+    headers = {"Authorization": auth} if auth else {}
+    return make_mocked_request("POST", "/api/reset", headers=headers, app=app).clone(remote=remote)
+
+
+def test_operator_rules(settings: Settings) -> None:
+    plain = create_app(settings)
+    with_token = create_app(Settings(database_url=settings.database_url, api_token="s3cret"))
+    assert ops._operator(_request(plain, "127.0.0.1"))
+    assert ops._operator(_request(plain, "::1"))
+    assert not ops._operator(_request(plain, "192.0.2.7"))
+    assert not ops._operator(_request(plain, "192.0.2.7", "Bearer "))
+    assert ops._operator(_request(with_token, "192.0.2.7", "Bearer s3cret"))
+    assert not ops._operator(_request(with_token, "192.0.2.7", "Bearer s3cre"))
+    assert not ops._operator(_request(with_token, "192.0.2.7"))
+
+
+def test_with_database_keeps_credentials() -> None:
+    assert with_database("postgresql://u:p@h:5/a", "b") == "postgresql://u:p@h:5/b"
