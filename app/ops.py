@@ -105,16 +105,17 @@ async def reset(request: web.Request) -> web.Response:
         return json_error(403, "reset is allowed from loopback or with the API token only")
     variants = request.app[variants_key]
     admin = request.app[admin_db_key]
-    await fetch_one(admin, "TRUNCATE orders, order_items RESTART IDENTITY; SELECT 1")
     for sub in variants.values():
         await sub[db_key].rebuild()
         await sub[redis_key].connection_pool.disconnect()
+    # Orphaned queries still hold their locks: end them before TRUNCATE, or it waits for them.
     (terminated,) = await fetch_one(
         admin,
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
         " WHERE datname = current_database() AND usename = ANY(%s)",
         ([sub[db_key].role for sub in variants.values()],),
     )
+    await fetch_one(admin, "SET lock_timeout = '5s'; TRUNCATE orders, order_items RESTART IDENTITY; SELECT 1")
     log.info("reset: %s variant backends terminated", terminated)
     return web.json_response({"reset": True, "terminated_backends": terminated})
 

@@ -18,9 +18,6 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     host: str = "127.0.0.1"
     port: int = 8080
-    # Each variant talks to Postgres as its own role (created by the migrations, with a CONNECTION LIMIT),
-    # so the broken variant can exhaust its own share of the server and nothing else.
-    role_prefix: str = "pitfalls_"
     pg_pool_size: int = 10
     broken_redis_max_connections: int = 20
     fixed_redis_max_connections: int = 20
@@ -49,7 +46,9 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
     def role(self, variant: Variant) -> str:
-        return f"{self.role_prefix}{variant}"
+        """Each variant talks to Postgres as its own role, created by the migrations with a CONNECTION LIMIT
+        and named after the database, so the broken variant can exhaust its own share of the server only."""
+        return f"{database_name(self.database_url)}_{variant}"
 
     def variant_dsn(self, variant: Variant) -> str:
         """DATABASE_URL with the user swapped for the variant's own role (trust or peer auth assumed)."""

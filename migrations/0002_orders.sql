@@ -14,5 +14,11 @@ CREATE TABLE order_items (
 );
 CREATE INDEX order_items_order_id_idx ON order_items (order_id);
 
-GRANT SELECT, INSERT ON orders, order_items TO pitfalls_broken, pitfalls_fixed;
-GRANT USAGE ON SEQUENCE orders_id_seq TO pitfalls_broken, pitfalls_fixed;
+DO $$
+BEGIN
+    EXECUTE format('GRANT SELECT, INSERT ON orders, order_items TO %I, %I',
+                   pitfalls_role('broken'), pitfalls_role('fixed'));
+    EXECUTE format('GRANT USAGE ON SEQUENCE orders_id_seq TO %I, %I',
+                   pitfalls_role('broken'), pitfalls_role('fixed'));
+END
+$$;

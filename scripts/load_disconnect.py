@@ -43,7 +43,7 @@ async def run(args: argparse.Namespace) -> int:
             before = await _json(http, "GET", f"{base}/{variant}/orders/stats")
             state = await _state(http, base, variant)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            print(f"cannot reach the app at {base}: {exc!r}")
+            print(f"cannot reach the app at {base} ({type(exc).__name__}): is it running? start it with make run")
             return 2
         cancelled_before = state["handlers_cancelled"]
         pool_max = state["postgres"]["pool_max"]

@@ -15,8 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from app.factory import create_app
 from app.migrate import migrate
-from app.settings import Settings, database_name, with_database
-from tests.helpers import ROLES
+from app.settings import VARIANTS, Settings, database_name, with_database
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/pitfalls_test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -33,7 +32,7 @@ def _end_variant_backends(url: str) -> None:
         cur.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND usename = ANY(%s)",
-            (list(ROLES),),
+            ([Settings(database_url=url).role(v) for v in VARIANTS],),
         )
     conn.close()
 

@@ -11,7 +11,6 @@ import aiohttp
 from aiohttp.test_utils import TestClient
 
 T = TypeVar("T")
-ROLES = ("pitfalls_broken", "pitfalls_fixed")
 
 
 class Callers:

@@ -19,7 +19,9 @@ def scratch_url(database_url: str) -> Iterator[str]:
     conn = psycopg2.connect(with_database(database_url, "postgres"))
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+        name = url.rsplit("/", 1)[1]
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'DROP ROLE IF EXISTS "{name}_broken", "{name}_fixed"')
     conn.close()
 
 
@@ -27,6 +29,14 @@ def tables(url: str) -> set[str]:
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         found = {row[0] for row in cur.fetchall()}
+    conn.close()
+    return found
+
+
+def roles(url: str) -> dict[str, int]:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT rolname, rolconnlimit FROM pg_roles WHERE rolname LIKE current_database() || '%'")
+        found = dict(cur.fetchall())
     conn.close()
     return found
 
@@ -40,9 +50,12 @@ def test_stairway(scratch_url: str) -> None:
         assert migrate(scratch_url, target=step) == [step]
     assert migrate(scratch_url) == []  # idempotent
     assert {"orders", "order_items"} <= tables(scratch_url)
+    name = scratch_url.rsplit("/", 1)[1]
+    assert roles(scratch_url) == {f"{name}_broken": 30, f"{name}_fixed": 20}
     assert rollback(scratch_url, len(every)) == every[::-1]
     assert applied(scratch_url) == []
     assert tables(scratch_url) == {"_migrations"}
+    assert roles(scratch_url) == {}
     assert migrate(scratch_url) == every
 
 

@@ -9,8 +9,9 @@ from aiohttp.test_utils import TestClient, make_mocked_request
 
 from app import ops
 from app.factory import create_app
+from app.keys import probe_key
 from app.settings import Settings, with_database
-from tests.helpers import get_json
+from tests.helpers import Callers, get_json, poll, variant_state
 
 
 def closed_port() -> int:
@@ -54,7 +55,7 @@ async def test_state_shape(client: TestClient) -> None:
     assert set(state["variants"]) == {"broken", "fixed"}
     for variant, s in state["variants"].items():
         pg = s["postgres"]
-        assert pg["role"] == f"pitfalls_{variant}"
+        assert pg["role"] == f"pitfalls_test_{variant}"
         assert pg["pool_max"] == 10
         assert pg["pool_in_use"] == pg["pool_size"] - pg["pool_free"]
         assert isinstance(pg["backends"], int)
@@ -64,24 +65,27 @@ async def test_state_shape(client: TestClient) -> None:
 
 
 async def test_reset_empties_tables_and_ends_backends(client: TestClient) -> None:
+    order = {"customer": "a", "items": [{"sku": "b", "qty": 1}]}
     for variant in ("broken", "fixed"):
-        resp = await client.post(
-            f"/{variant}/orders?hold=0", json={"customer": "a", "items": [{"sku": "b", "qty": 1}]}
-        )
-        assert resp.status == 201
-    before = await get_json(client, "/api/state")
-    open_backends = sum(v["postgres"]["backends"] for v in before["variants"].values())
-    assert open_backends >= 2  # each variant's pool keeps its connection
+        assert (await client.post(f"/{variant}/orders?hold=0", json=order)).status == 201
+    async with Callers(client) as callers:  # leave an orphaned backend behind on broken
+        callers.start("GET", "/broken/reports/slow?seconds=30")
+        await client.app[probe_key].reached("broken.report", 1)
+    await client.app[probe_key].reached("broken.cancelled", 1)
+    assert (await variant_state(client, "broken"))["postgres"]["backends_active"] == 1
 
     resp = await client.post("/api/reset")
     assert resp.status == 200
-    assert await resp.json() == {"reset": True, "terminated_backends": 0}  # pools rebuilt: nothing left over
+    body = await resp.json()
+    assert body["reset"] is True
+    assert body["terminated_backends"] >= 1  # the orphan, at least
     for variant in ("broken", "fixed"):
         assert (await get_json(client, f"/{variant}/orders/stats"))["orders"] == 0
-        assert (await get_json(client, "/api/state"))["variants"][variant]["postgres"]["backends"] == 0
+        state = await poll(lambda v=variant: variant_state(client, v), lambda s: s["postgres"]["backends"] == 0)
+        assert state["postgres"]["backends"] == 0
     # and the variants work again on their new pools
-    resp = await client.post("/fixed/orders?hold=0", json={"customer": "a", "items": [{"sku": "b", "qty": 1}]})
-    assert resp.status == 201
+    for variant in ("broken", "fixed"):
+        assert (await client.post(f"/{variant}/orders?hold=0", json=order)).status == 201
 
 
 async def test_reset_refuses_non_loopback_without_token(settings: Settings) -> None:
