@@ -14,12 +14,21 @@ from redis.asyncio import Redis
 from . import ops
 from .db import VariantDb
 from .errors import Handler, error_middleware
-from .keys import admin_db_key, db_key, probe_key, redis_key, settings_key, variant_key, variants_key
+from .keys import (
+    admin_db_key,
+    db_key,
+    probe_key,
+    redis_key,
+    settings_key,
+    streams_key,
+    variant_key,
+    variants_key,
+)
 from .probe import Probe
-from .scenarios import disconnect
+from .scenarios import disconnect, pubsub
 from .settings import VARIANTS, Settings, Variant
 
-SCENARIOS = [disconnect]
+SCENARIOS = [disconnect, pubsub]
 MAX_BODY = 1024**2
 
 
@@ -41,12 +50,13 @@ def variant_app(settings: Settings, variant: Variant) -> web.Application:
     app = web.Application(middlewares=[count_cancelled], client_max_size=MAX_BODY)
     app[settings_key] = settings
     app[variant_key] = variant
+    app[streams_key] = set()
     app.cleanup_ctx.append(pg_ctx)
     app.cleanup_ctx.append(redis_ctx)
-    # Registered last so it closes first: shielded writes finish while the pool is still open.
-    aiojobs.aiohttp.setup(app, limit=100, pending_limit=1000, wait_timeout=settings.shutdown_timeout)
     for scenario in SCENARIOS:
-        app.add_routes(scenario.ROUTES[variant] + scenario.COMMON)
+        scenario.setup(app, variant)
+    # Registered last so it closes first: shielded writes finish while the pools are still open.
+    aiojobs.aiohttp.setup(app, limit=100, pending_limit=1000, wait_timeout=settings.shutdown_timeout)
     return app
 
 

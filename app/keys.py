@@ -7,6 +7,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from .db import VariantDb
+from .hub import Hub
 from .probe import Probe
 from .settings import Settings, Variant
 
@@ -20,14 +21,18 @@ variants_key = web.AppKey("variants", dict[str, web.Application])
 variant_key = web.AppKey("variant", str)
 db_key = web.AppKey("db", VariantDb)
 redis_key = web.AppKey("redis", Redis)
+streams_key = web.AppKey("streams", set[web.StreamResponse])  # live event streams of the variant
+hub_key = web.AppKey("hub", Hub)  # fixed variant only: the process's one Redis subscription
 
 __all__ = [
     "Variant",
     "admin_db_key",
     "db_key",
+    "hub_key",
     "probe_key",
     "redis_key",
     "settings_key",
+    "streams_key",
     "variant_key",
     "variants_key",
 ]

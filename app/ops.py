@@ -13,6 +13,7 @@ from aiohttp import web
 from .db import fetch_all, fetch_one
 from .errors import json_error
 from .keys import admin_db_key, db_key, probe_key, redis_key, settings_key, variants_key
+from .scenarios import pubsub
 
 log = logging.getLogger("app.ops")
 
@@ -69,7 +70,7 @@ async def state(request: web.Request) -> web.Response:
         db = sub[db_key]
         pool = db.pool
         limit, here, active, cluster = backends.get(db.role, (None, None, None, None))
-        redis_pool = sub[redis_key].connection_pool
+        redis = pubsub.figures(sub)
         scheduler = aiojobs.aiohttp.get_scheduler_from_app(sub)
         out[variant] = {
             "postgres": {
@@ -85,10 +86,10 @@ async def state(request: web.Request) -> web.Response:
                 "error": pg_error,
             },
             "redis": {
-                "connections_in_use": len(redis_pool._in_use_connections),  # type: ignore[attr-defined]
-                "max_connections": redis_pool.max_connections,  # type: ignore[attr-defined]
+                "connections_in_use": redis["redis_connections_in_use"],
+                "max_connections": redis["redis_max_connections"],
             },
-            "subscribers": 0,
+            "subscribers": redis["subscribers"],
             "jobs": {
                 "active": scheduler.active_count if scheduler else 0,
                 "pending": scheduler.pending_count if scheduler else 0,

@@ -24,6 +24,9 @@ class Settings:
     # Token that lets a non-loopback client call /api/reset; unset means loopback only.
     api_token: str | None = None
     shutdown_timeout: float = 10.0
+    # Event streams: a comment every sse_heartbeat quiet seconds; a slow subscriber's inbox holds this many.
+    sse_heartbeat: float = 15.0
+    sse_queue_size: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> Settings:
@@ -40,15 +43,25 @@ class Settings:
             values["pg_pool_size"] = int(env["PG_POOL_SIZE"])
         if "BROKEN_REDIS_MAX_CONNECTIONS" in env:
             values["broken_redis_max_connections"] = int(env["BROKEN_REDIS_MAX_CONNECTIONS"])
+        if "SHUTDOWN_TIMEOUT" in env:
+            values["shutdown_timeout"] = float(env["SHUTDOWN_TIMEOUT"])
+        if "SSE_HEARTBEAT" in env:
+            values["sse_heartbeat"] = float(env["SSE_HEARTBEAT"])
         if env.get("API_TOKEN"):
             values["api_token"] = env["API_TOKEN"]
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
+    @property
+    def namespace(self) -> str:
+        """Prefix of everything this instance names in shared services (Redis channels): the database name,
+        so a test run and a demo on the same Redis never hear each other."""
+        return database_name(self.database_url)
+
     def role(self, variant: Variant) -> str:
         """Each variant talks to Postgres as its own role, created by the migrations with a CONNECTION LIMIT
         and named after the database, so the broken variant can exhaust its own share of the server only."""
-        return f"{database_name(self.database_url)}_{variant}"
+        return f"{self.namespace}_{variant}"
 
     def variant_dsn(self, variant: Variant) -> str:
         """DATABASE_URL with the user swapped for the variant's own role (trust or peer auth assumed)."""

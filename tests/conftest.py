@@ -3,8 +3,18 @@ aiohttp's test server (which always runs with ``handler_cancellation=True``, lik
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg2
 import psycopg2.sql
@@ -81,3 +91,75 @@ def app(settings: Settings) -> web.Application:
 @pytest.fixture
 async def client(aiohttp_client, app: web.Application) -> TestClient:  # type: ignore[no-untyped-def]
     return await aiohttp_client(app)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class App:
+    """``python -m app`` running as a real process on a free port."""
+
+    base: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> float:
+        """Send ``sig`` and wait for the exit; returns how long the shutdown took."""
+        started = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=timeout)
+        return time.monotonic() - started
+
+
+@pytest.fixture
+def spawn_app(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., App]]:
+    """Start apps as real processes (env overrides as keyword arguments); each must stop cleanly: no
+    "Task was destroyed", "never retrieved" or traceback in its log."""
+    apps: list[App] = []
+
+    def spawn(**env: str) -> App:
+        port = free_port()
+        log = tmp_path / f"app-{port}.log"
+        environ = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url, **env}
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "app", "--port", str(port)], cwd=ROOT, env=environ, stdout=out, stderr=out
+            )
+        app = App(f"http://127.0.0.1:{port}", proc, log)
+        apps.append(app)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if get(f"{app.base}/healthz")[0] == 200:
+                    return app
+            except OSError:
+                pass
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "app did not become healthy in 20 s"
+            time.sleep(0.1)
+
+    yield spawn
+    for app in apps:
+        try:
+            app.stop()
+        finally:
+            app.proc.kill()
+        text = app.log.read_text()
+        for bad in ("Task was destroyed but it is pending", "never retrieved", "Traceback"):
+            assert bad not in text, text[-3000:]

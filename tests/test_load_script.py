@@ -4,68 +4,23 @@ verdict line, exit code and --json for each variant, and the fixed variant still
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from app.settings import Settings
+from tests.conftest import App, get
 
 ROOT = Path(__file__).resolve().parent.parent
 LOAD = [sys.executable, "-m", "scripts.load", "disconnect"]
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
-
-
 @pytest.fixture
-def served(settings: Settings, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
-    log = (tmp_path / "app.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if get(f"{base}/healthz")[0] == 200:
-                break
-        except OSError:
-            pass
-        assert proc.poll() is None, (tmp_path / "app.log").read_text()
-        assert time.monotonic() < deadline, "app did not become healthy in 20 s"
-        time.sleep(0.1)
-    yield base
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=15)
-    finally:
-        proc.kill()
-        log.close()
-    text = (tmp_path / "app.log").read_text()
-    for bad in ("Task was destroyed but it is pending", "never retrieved", "Traceback"):
-        assert bad not in text, text[-3000:]
+def served(spawn_app: Callable[..., App]) -> str:
+    return spawn_app().base
 
 
 def load(base: str, variant: str, report: Path) -> subprocess.CompletedProcess[str]:

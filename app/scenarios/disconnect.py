@@ -121,14 +121,13 @@ async def _write_order_in_transaction(request: web.Request, order: validation.Or
         return await _write_order(request, cur, order, hold)
 
 
-ROUTES = {
-    "broken": [
-        web.post("/orders", broken_create_order),
-        web.get("/reports/slow", broken_slow_report),
-    ],
-    "fixed": [
-        web.post("/orders", fixed_create_order),
-        web.get("/reports/slow", fixed_slow_report),
-    ],
-}
-COMMON = [web.get("/orders/stats", order_stats)]
+def setup(app: web.Application, variant: str) -> None:
+    create_order = {"broken": broken_create_order, "fixed": fixed_create_order}[variant]
+    slow_report = {"broken": broken_slow_report, "fixed": fixed_slow_report}[variant]
+    app.add_routes(
+        [
+            web.post("/orders", create_order),
+            web.get("/orders/stats", order_stats),
+            web.get("/reports/slow", slow_report),
+        ]
+    )

@@ -1,0 +1,115 @@
+"""Scenario ``pubsub``: Redis subscriptions that eat the connection pool.
+
+Symptom: after ``max_connections`` subscribers (20 here; 100 with redis-py 8's defaults) every Redis call of
+the variant fails at once — new subscribers, publishes, anything — with ``MaxConnectionsError``.
+Cause: a ``PubSub`` holds a pool connection for as long as it lives, so one subscription per stream costs one
+connection per subscriber; and when a client hangs up mid-stream, nothing closes the ``PubSub`` (its
+``__del__`` does not return the connection), so the connection stays checked out for good.
+Fix: one subscription connection per process (the hub) that fans out locally over a bounded queue per stream;
+streams cost no Redis connection, and they end when the server shuts down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from .. import sse, validation
+from ..errors import BadRequest
+from ..hub import Hub
+from ..keys import hub_key, redis_key, settings_key, streams_key, variant_key
+
+
+async def broken_events(request: web.Request) -> web.StreamResponse:
+    """A ``PubSub`` per request on the variant's pool: each live stream holds a pool connection, and a client
+    that hangs up cancels the handler inside ``listen()`` with nothing to close the ``PubSub``: its connection
+    is never returned. Once the pool is used up every Redis call of the variant fails."""
+    channel = _channel(request)
+    pubsub = request.app[redis_key].pubsub()
+    await pubsub.subscribe(channel)
+    await pubsub.get_message(timeout=5)  # the confirmation: from now on the channel reaches us
+    async with sse.stream(request, request.app[streams_key]) as response:
+        async for message in pubsub.listen():
+            if message["type"] == "message":
+                await sse.send(response, sse.Event("message", message["data"].decode()))
+    return response
+
+
+async def fixed_events(request: web.Request) -> web.StreamResponse:
+    """A local subscription to the process's hub: no Redis connection of its own, a bounded inbox (a slow
+    client loses its oldest messages and is told, instead of stalling the others), heartbeats so a dead client
+    is noticed, and a ``bye`` at shutdown so the stream ends instead of holding the server up."""
+    channel = _channel(request)
+    heartbeat = request.app[settings_key].sse_heartbeat
+    async with (
+        request.app[hub_key].subscribe(channel) as inbox,
+        sse.stream(request, request.app[streams_key]) as response,
+    ):
+        async for event in inbox.events(heartbeat=heartbeat):
+            await sse.send(response, event)
+    return response
+
+
+async def publish(request: web.Request) -> web.Response:
+    """Publishing borrows a connection from the variant's pool: once broken's pool is eaten, this fails too."""
+    channel = _channel(request)
+    data = validation.text(await validation.json_object(request), "data", max_len=64 * 1024)
+    receivers = await request.app[redis_key].publish(channel, data)
+    return web.json_response({"published": True, "receivers": receivers}, status=202)
+
+
+async def event_stats(request: web.Request) -> web.Response:
+    return web.json_response(figures(request.app))
+
+
+def figures(app: web.Application) -> dict[str, int]:
+    """The variant's streams and Redis connections checked out right now (its pool, plus its hub's)."""
+    clients = [app[redis_key], *([app[hub_key].redis] if hub_key in app else [])]
+    return {
+        "subscribers": len(app[streams_key]),
+        "redis_connections_in_use": sum(len(c.connection_pool._in_use_connections) for c in clients),  # type: ignore[attr-defined]
+        "redis_max_connections": app[redis_key].connection_pool.max_connections,  # type: ignore[attr-defined]
+    }
+
+
+# --- plumbing shared by both variants -----------------------------------------------------------------------
+
+
+def _channel(request: web.Request) -> str:
+    """The Redis channel: namespaced by database and variant, so neither a test run nor the other variant
+    ever hears it."""
+    name = request.match_info["channel"]
+    if not validation.CHANNEL_RE.fullmatch(name):
+        raise BadRequest("channel must match [A-Za-z0-9_.:-]{1,200}")
+    return f"{request.app[settings_key].namespace}:{request.app[variant_key]}:{name}"
+
+
+async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The fixed variant's hub, on a Redis client of its own: one connection, no silent retries."""
+    settings = app[settings_key]
+    redis = Redis.from_url(settings.redis_url, max_connections=1, client_name=f"{settings.namespace}-hub")
+    hub = Hub(redis, control_channel=f"{settings.namespace}:hub", queue_size=settings.sse_queue_size)
+    await hub.start()
+    app[hub_key] = hub
+    yield
+    await hub.close()
+    await redis.aclose()
+
+
+async def _wake_streams(app: web.Application) -> None:
+    app[hub_key].shutdown()
+
+
+def setup(app: web.Application, variant: str) -> None:
+    app.add_routes(
+        [
+            web.get("/events/stats", event_stats),  # before /events/{channel}, which would match it too
+            web.post("/events/{channel}", publish),
+            web.get("/events/{channel}", {"broken": broken_events, "fixed": fixed_events}[variant]),
+        ]
+    )
+    if variant == "fixed":
+        app.cleanup_ctx.append(hub_ctx)
+        app.on_shutdown.append(_wake_streams)
