@@ -108,7 +108,9 @@ async def reset(request: web.Request) -> web.Response:
     admin = request.app[admin_db_key]
     for sub in variants.values():
         await sub[db_key].rebuild()
-        await sub[redis_key].connection_pool.disconnect()
+        redis_pool = sub[redis_key].connection_pool
+        await redis_pool.disconnect()  # closes leaked subscription connections too...
+        redis_pool.reset()  # ...and forgets them, so the pool is whole again
     # Orphaned queries still hold their locks: end them before TRUNCATE, or it waits for them.
     (terminated,) = await fetch_one(
         admin,

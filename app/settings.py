@@ -19,7 +19,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     pg_pool_size: int = 10
-    broken_redis_max_connections: int = 20
+    broken_redis_max_connections: int | None = 20  # None: redis-py's own default (100 since 8.0)
     fixed_redis_max_connections: int = 20
     # Token that lets a non-loopback client call /api/reset; unset means loopback only.
     api_token: str | None = None
@@ -42,7 +42,8 @@ class Settings:
         if "PG_POOL_SIZE" in env:
             values["pg_pool_size"] = int(env["PG_POOL_SIZE"])
         if "BROKEN_REDIS_MAX_CONNECTIONS" in env:
-            values["broken_redis_max_connections"] = int(env["BROKEN_REDIS_MAX_CONNECTIONS"])
+            raw = env["BROKEN_REDIS_MAX_CONNECTIONS"]
+            values["broken_redis_max_connections"] = None if raw == "default" else int(raw)
         if "SHUTDOWN_TIMEOUT" in env:
             values["shutdown_timeout"] = float(env["SHUTDOWN_TIMEOUT"])
         if "SSE_HEARTBEAT" in env:

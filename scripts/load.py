@@ -15,12 +15,15 @@ import asyncio
 import sys
 from pathlib import Path
 
+from . import load_disconnect, load_pubsub
 from ._common import require_loopback
-from .load_disconnect import add_arguments as disconnect_arguments
-from .load_disconnect import run as run_disconnect
 
-SCENARIOS = {"disconnect": (disconnect_arguments, run_disconnect)}
-PLANNED = ("shield", "pubsub")
+SCENARIOS = {
+    "disconnect": (load_disconnect.add_arguments, load_disconnect.run),
+    "pubsub": (load_pubsub.add_arguments, load_pubsub.run),
+}
+PLANNED = ("shield",)
+DEFAULT_REQUESTS = {"disconnect": 400, "pubsub": 200}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -30,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=f"scenario {name}")
         sp.add_argument("--variant", choices=["broken", "fixed"], required=True)
         sp.add_argument("--base-url", default="http://127.0.0.1:8080", help="a running app (loopback only)")
-        sp.add_argument("--requests", type=int, default=400, help="requests to send in all (max 10000)")
+        sp.add_argument("--requests", type=int, help="requests (pubsub: subscribers) in all; max 10000")
         sp.add_argument("--concurrency", type=int, default=20, help="requests in flight at once (max 500)")
         sp.add_argument("--max-seconds", type=float, default=60, help="stop starting requests after this")
         sp.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable run")
@@ -47,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenario not in SCENARIOS:
         print(f"scenario {args.scenario!r} is not built yet", file=sys.stderr)
         return 2
+    args.requests = args.requests or DEFAULT_REQUESTS[args.scenario]
     if not 1 <= args.requests <= 10_000 or not 1 <= args.concurrency <= 500 or not 0 < args.max_seconds <= 600:
         print("--requests 1..10000, --concurrency 1..500, --max-seconds up to 600", file=sys.stderr)
         return 2

@@ -23,9 +23,9 @@ def served(spawn_app: Callable[..., App]) -> str:
     return spawn_app().base
 
 
-def load(base: str, variant: str, report: Path) -> subprocess.CompletedProcess[str]:
+def load(base: str, variant: str, report: Path, scenario: str = "disconnect") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*LOAD, "--variant", variant, "--base-url", base, "--seed", "7", "--json", str(report)],
+        [*LOAD[:-1], scenario, "--variant", variant, "--base-url", base, "--seed", "7", "--json", str(report)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -62,6 +62,30 @@ def test_verdicts_broken_then_fixed(served: str, tmp_path: Path) -> None:
     assert report["peak_backends"] < report["role_connection_limit"]
     assert report["duration_s"] < 60
     assert get(f"{served}/healthz")[0] == 200
+
+
+def test_pubsub_verdicts(served: str, tmp_path: Path) -> None:
+    broken = load(served, "broken", tmp_path / "broken.json", scenario="pubsub")
+    assert broken.returncode == 0, broken.stdout + broken.stderr
+    assert "VERDICT: reproduced" in broken.stdout.splitlines()
+    report = json.loads((tmp_path / "broken.json").read_text())
+    observed = report["invariant"]["observed"]
+    assert observed["subscribers_refused"] == 200 - 20  # the pool (20) is all it can serve
+    assert observed["publishes_failed"] == 20  # and then nothing else works either
+    assert observed["redis_connections_in_use"] == 20
+
+    fixed = load(served, "fixed", tmp_path / "fixed.json", scenario="pubsub")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "VERDICT: held" in fixed.stdout.splitlines()
+    report = json.loads((tmp_path / "fixed.json").read_text())
+    assert report["invariant"]["observed"] == {
+        "subscribers_refused": 0,
+        "publishes_failed": 0,
+        "messages_missed": 0,
+        "redis_connections_in_use": 1,
+    }
+    assert report["disconnects"] == 50
+    assert report["deliveries"] == 150 * 20
 
 
 def test_refuses_non_loopback_target() -> None:

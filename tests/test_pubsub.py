@@ -112,6 +112,12 @@ async def test_hang_ups(client: TestClient, session: aiohttp.ClientSession, vari
     figures = await stats(client, variant)
     assert figures["subscribers"] == 0
     assert figures["redis_connections_in_use"] - baseline == leaked
+    # /api/reset gives broken its pool back; either way a new subscriber is served afterwards
+    assert (await client.post("/api/reset")).status == 200
+    assert (await stats(client, variant))["redis_connections_in_use"] <= baseline
+    streams, refused = await open_streams(session, url(client, f"/{variant}/events/gone"), 1)
+    assert (len(streams), refused) == (1, [])
+    streams[0].close()
 
 
 async def test_late_subscriber_gets_nothing_old(client: TestClient, session: aiohttp.ClientSession) -> None:
