@@ -8,7 +8,7 @@ BASE_URL ?= http://127.0.0.1:8080
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate test lint up down load-disconnect load-pubsub
+.PHONY: help install run migrate test lint up down load-disconnect load-shield load-pubsub
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ down: ## stop the compose stack
 
 load-disconnect: install ## load scenario disconnect against a running app (VARIANT=broken|fixed)
 	$(PY) -m scripts.load disconnect --variant $(VARIANT) --base-url $(BASE_URL)
+
+load-shield: install ## load scenario shield: runs its own app, SIGTERMs it mid-load (KILL=1: SIGKILL)
+	$(PY) -m scripts.load shield --variant $(VARIANT) --spawn-app $(if $(KILL),--kill)
 
 load-pubsub: install ## load scenario pubsub against a running app (VARIANT=broken|fixed)
 	$(PY) -m scripts.load pubsub --variant $(VARIANT) --base-url $(BASE_URL)

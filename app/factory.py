@@ -25,30 +25,31 @@ from .keys import (
     variants_key,
 )
 from .probe import Probe
-from .scenarios import disconnect, pubsub
+from .scenarios import ALL as SCENARIOS
+from .scenarios import shield
 from .settings import VARIANTS, Settings, Variant
 
-SCENARIOS = [disconnect, pubsub]
 MAX_BODY = 1024**2
 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[settings_key] = settings
-    app[probe_key] = Probe()
+    app[probe_key] = probe = Probe()
     app.cleanup_ctx.append(admin_db_ctx)
     app.add_routes(ops.ROUTES)
     variants: dict[str, web.Application] = {}
     for variant in VARIANTS:
-        variants[variant] = variant_app(settings, variant)
+        variants[variant] = variant_app(settings, variant, probe)
         app.add_subapp(f"/{variant}", variants[variant])
     app[variants_key] = variants
     return app
 
 
-def variant_app(settings: Settings, variant: Variant) -> web.Application:
+def variant_app(settings: Settings, variant: Variant, probe: Probe) -> web.Application:
     app = web.Application(middlewares=[count_cancelled], client_max_size=MAX_BODY)
     app[settings_key] = settings
+    app[probe_key] = probe  # the root's, shared: jobs that outlive their request only know this app
     app[variant_key] = variant
     app[streams_key] = set()
     app.cleanup_ctx.append(pg_ctx)
@@ -56,7 +57,13 @@ def variant_app(settings: Settings, variant: Variant) -> web.Application:
     for scenario in SCENARIOS:
         scenario.setup(app, variant)
     # Registered last so it closes first: shielded writes finish while the pools are still open.
-    aiojobs.aiohttp.setup(app, limit=100, pending_limit=1000, wait_timeout=settings.shutdown_timeout)
+    aiojobs.aiohttp.setup(
+        app,
+        limit=settings.jobs_limit,
+        pending_limit=settings.jobs_pending_limit,
+        wait_timeout=settings.shutdown_timeout,
+        exception_handler=shield.log_job_error,
+    )
     return app
 
 
@@ -100,5 +107,5 @@ async def count_cancelled(request: web.Request, handler: Handler) -> web.StreamR
     try:
         return await handler(request)
     except asyncio.CancelledError:
-        request.config_dict[probe_key].hit(f"{request.app[variant_key]}.cancelled")
+        request.app[probe_key].hit(f"{request.app[variant_key]}.cancelled")
         raise

@@ -10,6 +10,7 @@ from typing import Any
 import aiojobs.aiohttp
 from aiohttp import web
 
+from . import scenarios
 from .db import fetch_all, fetch_one
 from .errors import json_error
 from .keys import admin_db_key, db_key, probe_key, redis_key, settings_key, variants_key
@@ -118,7 +119,7 @@ async def reset(request: web.Request) -> web.Response:
         " WHERE datname = current_database() AND usename = ANY(%s)",
         ([sub[db_key].role for sub in variants.values()],),
     )
-    await fetch_one(admin, "SET lock_timeout = '5s'; TRUNCATE orders, order_items RESTART IDENTITY; SELECT 1")
+    await fetch_one(admin, f"SET lock_timeout = '5s'; {scenarios.RESET_SQL}; SELECT 1")
     log.info("reset: %s variant backends terminated", terminated)
     return web.json_response({"reset": True, "terminated_backends": terminated})
 

@@ -24,6 +24,9 @@ class Settings:
     # Token that lets a non-loopback client call /api/reset; unset means loopback only.
     api_token: str | None = None
     shutdown_timeout: float = 10.0
+    # aiojobs: jobs running at once per variant, and queued beyond that (503 when the queue is full).
+    jobs_limit: int = 100
+    jobs_pending_limit: int = 1000
     # Event streams: a comment every sse_heartbeat quiet seconds; a slow subscriber's inbox holds this many.
     sse_heartbeat: float = 15.0
     sse_queue_size: int = 100

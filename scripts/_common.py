@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import socket
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
+
+import aiohttp
 
 EXPECTED = {"broken": "reproduced", "fixed": "held"}
 
@@ -102,3 +106,34 @@ def finish(
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=2) + "\n")
     return 0 if verdict == EXPECTED[variant] else 1
+
+
+async def fetch_json(http: aiohttp.ClientSession, url: str, method: str = "GET") -> dict[str, Any]:
+    async with http.request(method, url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+        resp.raise_for_status()
+        data: dict[str, Any] = await resp.json()
+        return data
+
+
+async def variant_state(http: aiohttp.ClientSession, base: str, variant: str) -> dict[str, Any]:
+    """The variant's part of ``/api/state``."""
+    state: dict[str, Any] = (await fetch_json(http, f"{base}/api/state"))["variants"][variant]
+    return state
+
+
+async def poll(
+    read: Callable[[], Awaitable[dict[str, Any]]], until: Callable[[dict[str, Any]], bool], timeout: float
+) -> dict[str, Any]:
+    """Read every 0.1 s until ``until`` holds or ``timeout`` passes; the last value read either way."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout
+    while True:
+        value = await read()
+        if until(value) or loop.time() > give_up:
+            return value
+        await asyncio.sleep(0.1)
+
+
+def cannot_reach(base: str, exc: BaseException) -> int:
+    print(f"cannot reach the app at {base} ({type(exc).__name__}): is it running? start it with make run")
+    return 2

@@ -15,15 +15,15 @@ import asyncio
 import sys
 from pathlib import Path
 
-from . import load_disconnect, load_pubsub
+from . import load_disconnect, load_pubsub, load_shield
 from ._common import require_loopback
 
 SCENARIOS = {
     "disconnect": (load_disconnect.add_arguments, load_disconnect.run),
     "pubsub": (load_pubsub.add_arguments, load_pubsub.run),
+    "shield": (load_shield.add_arguments, load_shield.run),
 }
-PLANNED = ("shield",)
-DEFAULT_REQUESTS = {"disconnect": 400, "pubsub": 200}
+DEFAULT_REQUESTS = {"disconnect": 400, "pubsub": 200, "shield": 200}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -40,16 +40,11 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--reset", action="store_true", help="POST /api/reset before the run")
         sp.add_argument("--json", type=Path, help="write the report as JSON here")
         add_arguments(sp)
-    for name in PLANNED:
-        sub.add_parser(name, help=f"scenario {name} (not built yet)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.scenario not in SCENARIOS:
-        print(f"scenario {args.scenario!r} is not built yet", file=sys.stderr)
-        return 2
     args.requests = args.requests or DEFAULT_REQUESTS[args.scenario]
     if not 1 <= args.requests <= 10_000 or not 1 <= args.concurrency <= 500 or not 0 < args.max_seconds <= 600:
         print("--requests 1..10000, --concurrency 1..500, --max-seconds up to 600", file=sys.stderr)

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from ._common import Progress, Tally, finish
+from ._common import Progress, Tally, cannot_reach, fetch_json, finish, variant_state
 
 QUIET_SECONDS = 5.0
 SAMPLE_EVERY = 0.1
@@ -38,13 +38,12 @@ async def run(args: argparse.Namespace) -> int:
     connector = aiohttp.TCPConnector(limit=0, force_close=True)  # one connection per request: hang-ups are real
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=40)) as http:
         if args.reset:
-            await _json(http, "POST", f"{base}/api/reset")
+            await fetch_json(http, f"{base}/api/reset", "POST")
         try:
-            before = await _json(http, "GET", f"{base}/{variant}/orders/stats")
-            state = await _state(http, base, variant)
+            before = await fetch_json(http, f"{base}/{variant}/orders/stats")
+            state = await variant_state(http, base, variant)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            print(f"cannot reach the app at {base} ({type(exc).__name__}): is it running? start it with make run")
-            return 2
+            return cannot_reach(base, exc)
         cancelled_before = state["handlers_cancelled"]
         pool_max = state["postgres"]["pool_max"]
         peak = {"backends": 0}
@@ -52,7 +51,7 @@ async def run(args: argparse.Namespace) -> int:
         async def sample() -> None:
             while True:
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError, KeyError):
-                    pg = (await _state(http, base, variant))["postgres"]
+                    pg = (await variant_state(http, base, variant))["postgres"]
                     peak["backends"] = max(peak["backends"], pg["backends"] or 0)
                     tally.gauges.update(backends=pg["backends"], peak=peak["backends"], pool=pg["pool_size"])
                 progress.update()
@@ -75,7 +74,7 @@ async def run(args: argparse.Namespace) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
         progress.update(final=True)
-        after = await _json(http, "GET", f"{base}/{variant}/orders/stats")
+        after = await fetch_json(http, f"{base}/{variant}/orders/stats")
 
     observed = {
         "orders_without_items": after["orders_without_items"] - before["orders_without_items"],
@@ -163,22 +162,10 @@ async def _wait_quiet(http: aiohttp.ClientSession, base: str, variant: str) -> t
     loop = asyncio.get_running_loop()
     give_up = loop.time() + QUIET_SECONDS
     while True:
-        state = await _state(http, base, variant)
+        state = await variant_state(http, base, variant)
         pg, jobs = state["postgres"], state["jobs"]
         busy = pg["backends_active"] or 0
         idle = pg["pool_in_use"] == 0 and jobs["active"] + jobs["pending"] == 0
         if (idle and busy == 0) or loop.time() > give_up:
             return (busy if idle else busy - pg["pool_in_use"]), state
         await asyncio.sleep(SAMPLE_EVERY)
-
-
-async def _state(http: aiohttp.ClientSession, base: str, variant: str) -> dict[str, Any]:
-    state: dict[str, Any] = (await _json(http, "GET", f"{base}/api/state"))["variants"][variant]
-    return state
-
-
-async def _json(http: aiohttp.ClientSession, method: str, url: str) -> dict[str, Any]:
-    async with http.request(method, url) as resp:
-        resp.raise_for_status()
-        data: dict[str, Any] = await resp.json()
-        return data

@@ -15,11 +15,10 @@ import random
 import statistics
 import time
 import uuid
-from typing import Any
 
 import aiohttp
 
-from ._common import Progress, Tally, finish
+from ._common import Progress, Tally, cannot_reach, fetch_json, finish, poll
 from ._sse import SseStream, subscribe
 
 DELIVERY_SECONDS = 10.0
@@ -43,10 +42,9 @@ async def run(args: argparse.Namespace) -> int:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         try:
-            await _json(http, f"{base}/{variant}/events/stats")
+            await fetch_json(http, f"{base}/{variant}/events/stats")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            print(f"cannot reach the app at {base} ({type(exc).__name__}): is it running? start it with make run")
-            return 2
+            return cannot_reach(base, exc)
 
         # 1. Subscribe, C at a time.
         streams: list[SseStream] = []
@@ -80,8 +78,8 @@ async def run(args: argparse.Namespace) -> int:
             stream.close()
         tally.disconnects = cut
         live = streams[cut:]
-        after_drop = await _poll(
-            lambda: _json(http, f"{base}/{variant}/events/stats"), lambda s: s["subscribers"] == len(live)
+        after_drop = await poll(
+            lambda: fetch_json(http, f"{base}/{variant}/events/stats"), lambda s: s["subscribers"] == len(live), 5
         )
 
         # 3. Publish, while every live subscriber reads.
@@ -104,7 +102,7 @@ async def run(args: argparse.Namespace) -> int:
         received = [task.result() if task in done else ([], []) for task in readers]
         for stream in live:
             stream.close()
-        figures = await _json(http, f"{base}/{variant}/events/stats")
+        figures = await fetch_json(http, f"{base}/{variant}/events/stats")
 
     missed = sum(len(published) - _in_order_prefix(seqs, published) for seqs, _ in received)
     latencies = sorted(lat for _, lats in received for lat in lats)
@@ -184,20 +182,3 @@ def _ms(sorted_values: list[float], q: float) -> float | None:
     if len(sorted_values) == 1:
         return round(sorted_values[0] * 1000, 1)
     return round(statistics.quantiles(sorted_values, n=100, method="inclusive")[int(q * 100) - 1] * 1000, 1)
-
-
-async def _poll(read: Any, until: Any, timeout: float = 5.0) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + timeout
-    while True:
-        value: dict[str, Any] = await read()
-        if until(value) or loop.time() > give_up:
-            return value
-        await asyncio.sleep(0.05)
-
-
-async def _json(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
-    async with http.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
-        resp.raise_for_status()
-        data: dict[str, Any] = await resp.json()
-        return data

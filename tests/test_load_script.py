@@ -4,6 +4,7 @@ verdict line, exit code and --json for each variant, and the fixed variant still
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from app.settings import Settings
 from tests.conftest import App, get
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +88,47 @@ def test_pubsub_verdicts(served: str, tmp_path: Path) -> None:
     }
     assert report["disconnects"] == 50
     assert report["deliveries"] == 150 * 20
+
+
+SMALL = ["--requests", "100", "--seed", "3"]
+
+
+@pytest.mark.parametrize(
+    ("variant", "flags", "verdict"),
+    [
+        ("broken", [], "reproduced"),
+        ("fixed", [], "held"),
+        ("broken", ["--kill"], "reproduced"),
+        ("fixed", ["--kill"], "held"),
+    ],
+    ids=["broken-sigterm", "fixed-sigterm", "broken-sigkill", "fixed-sigkill"],
+)
+def test_shield_verdicts_across_a_stop(
+    settings: Settings, tmp_path: Path, variant: str, flags: list[str], verdict: str
+) -> None:
+    """The script runs the app itself, stops it mid-load (SIGTERM, or SIGKILL), restarts it and reads the
+    stats: broken loses accepted transfers, fixed loses none and the money adds up."""
+    report_path = tmp_path / "shield.json"
+    run = subprocess.run(
+        [*LOAD[:-1], "shield", "--variant", variant, "--spawn-app", *flags, *SMALL, "--json", str(report_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url},
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"VERDICT: {verdict}" in run.stdout.splitlines()
+    report = json.loads(report_path.read_text())
+    observed = report["invariant"]["observed"]
+    assert report["accepted"] > 0 and report["disconnects"] > 0
+    assert observed["balance_change"] == 0  # one transaction per transfer: never half a transfer
+    if variant == "broken":
+        assert observed["lost"] > 0
+    else:
+        assert observed == {"lost": 0, "failed": 0, "balance_change": 0}
+        assert report["committed"] == report["accepted"]
+        assert report["log_warnings"] == {"Task was destroyed but it is pending": 0, "never retrieved": 0}
 
 
 def test_refuses_non_loopback_target() -> None:

@@ -22,6 +22,7 @@ from .. import validation
 from ..db import fetch_one
 from ..keys import admin_db_key, db_key, probe_key, variant_key
 
+RESET_SQL = "TRUNCATE orders, order_items RESTART IDENTITY"
 REPORT_SQL = "SELECT pg_sleep(%s), count(*) FROM orders WHERE variant = %s"
 
 
@@ -93,7 +94,7 @@ def _report_seconds(request: web.Request) -> float:
 
 async def _run_report(request: web.Request, cur: Cursor, seconds: float) -> int:
     variant = request.app[variant_key]
-    request.config_dict[probe_key].hit(f"{variant}.report")
+    request.app[probe_key].hit(f"{variant}.report")
     await cur.execute(REPORT_SQL, (seconds, variant))
     (_, orders) = await cur.fetchone()
     return int(orders)
@@ -106,7 +107,7 @@ async def _write_order(request: web.Request, cur: Cursor, order: validation.Orde
     )
     (order_id,) = await cur.fetchone()
     # The slow step (a payment call, a stock check) done while the order is half written.
-    request.config_dict[probe_key].hit(f"{variant}.hold")
+    request.app[probe_key].hit(f"{variant}.hold")
     await asyncio.sleep(hold)
     await cur.execute(
         "INSERT INTO order_items (order_id, sku, qty) SELECT %s, sku, qty FROM unnest(%s::text[], %s::int[])"

@@ -21,6 +21,8 @@ from ..errors import BadRequest
 from ..hub import Hub
 from ..keys import hub_key, redis_key, settings_key, streams_key, variant_key
 
+RESET_SQL = None  # nothing in Postgres; /api/reset gives the Redis pools back
+
 
 async def broken_events(request: web.Request) -> web.StreamResponse:
     """A ``PubSub`` per request on the variant's pool: each live stream holds a pool connection, and a client

@@ -1,0 +1,279 @@
+"""Scenario ``shield``: work that must finish after the client is gone or the server is told to stop.
+
+Symptom: transfers answered 202 ("accepted") that never happen; "Task exception was never retrieved" and
+"Task was destroyed but it is pending" in the log at shutdown; exports that leave no audit record.
+Cause: a bare ``asyncio.create_task`` (or ``asyncio.shield``) keeps the work alive when the client leaves, but
+nobody owns it: on SIGTERM the app closes its database pool under it and cancels what is left, and its errors
+go nowhere. Writing the audit record after the stream ties it to a client that may hang up first.
+Fix: aiojobs owns the work. ``spawn`` puts the transfer in the scheduler, whose graceful close waits (bounded)
+for its jobs *before* the pool closes; ``limit`` and ``pending_limit`` bound it (503 beyond); a transfer still
+accepted after a crash is completed at the next start, at most once. The audit goes through
+``aiojobs.aiohttp.shield`` from ``finally``, so sending stops at the hang-up and the audit does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import aiojobs
+import aiojobs.aiohttp
+import aiopg
+import psycopg2
+from aiohttp import web
+
+from .. import validation
+from ..db import fetch_all, fetch_one
+from ..errors import BadRequest, json_error
+from ..keys import admin_db_key, db_key, probe_key, variant_key
+
+log = logging.getLogger("app.shield")
+
+ACCOUNTS = ("alice", "bob", "carol", "dave")
+INITIAL_BALANCE = 1_000_000
+RESET_SQL = f"TRUNCATE ledger, exports, transfers; UPDATE accounts SET balance = {INITIAL_BALANCE}"
+
+
+async def broken_create_transfer(request: web.Request) -> web.Response:
+    """The transfer runs in a bare task: it survives the client leaving, but nobody owns it. At SIGTERM the
+    app closes its pool under it and cancels what is left: accepted transfers are lost, their errors never
+    retrieved (and a task nobody references can even be garbage-collected mid-flight)."""
+    transfer, hold = await _transfer_request(request)
+    transfer_id = await _accept(request, transfer)
+    asyncio.create_task(_run_transfer(request.app, transfer_id, hold))  # noqa: RUF006 (the pitfall)
+    return web.json_response({"transfer_id": str(transfer_id)}, status=202)
+
+
+async def fixed_create_transfer(request: web.Request) -> web.Response:
+    """The transfer is an aiojobs job: the scheduler owns it, waits for it at shutdown before the pool closes,
+    and bounds how many there are (503 before accepting what it could not queue). One that a crash left
+    accepted is completed at the next start, exactly once."""
+    transfer, hold = await _transfer_request(request)
+    scheduler = aiojobs.aiohttp.get_scheduler(request)
+    if scheduler.pending_count >= scheduler.pending_limit:
+        return json_error(503, "too many transfers in progress, try again later")
+    transfer_id = await _accept(request, transfer)
+    await aiojobs.aiohttp.spawn(request, _run_transfer(request.app, transfer_id, hold))
+    return web.json_response({"transfer_id": str(transfer_id)}, status=202)
+
+
+async def broken_export(request: web.Request) -> web.StreamResponse:
+    """The audit record is written after the stream: a client that hangs up cancels the handler at a write,
+    and the export leaves no trace."""
+    export, pace = Export(), _pace(request)
+    response = await _stream_export(request, export, pace)
+    await _audit(request.app, export)
+    return response
+
+
+async def fixed_export(request: web.Request) -> web.StreamResponse:
+    """Sending may be cancelled at any write; the audit may not: it is written from ``finally`` under
+    ``aiojobs.aiohttp.shield``, so a hang-up stops the stream at once and the audit still lands. (aiojobs
+    discards a shielded job's exception once the request is cancelled: ``_audit`` logs its own failures.)"""
+    export, pace = Export(), _pace(request)
+    try:
+        return await _stream_export(request, export, pace)
+    finally:
+        await aiojobs.aiohttp.shield(request, _audit(request.app, export))
+
+
+async def transfer_stats(request: web.Request) -> web.Response:
+    variant = request.app[variant_key]
+    accepted, committed, failed, balance, exports = await fetch_one(
+        request.config_dict[admin_db_key],
+        """
+        SELECT count(*), count(*) FILTER (WHERE status = 'committed'), count(*) FILTER (WHERE status = 'failed'),
+               (SELECT sum(balance) FROM accounts WHERE variant = %(v)s)::bigint,
+               (SELECT count(*) FROM exports WHERE variant = %(v)s)
+        FROM transfers WHERE variant = %(v)s
+        """,
+        {"v": variant},
+    )
+    return web.json_response(
+        {
+            "accepted": accepted,
+            "committed": committed,
+            "lost": int(accepted) - int(committed),  # type: ignore[call-overload]  # counts in-flight ones too: read it once the variant is quiet
+            "failed": failed,
+            "balance_total": balance,
+            "exports_audited": exports,
+        }
+    )
+
+
+# --- plumbing shared by both variants -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    source: str
+    target: str
+    amount: int
+
+
+@dataclass
+class Export:
+    rows_sent: int = 0
+    completed: bool = False
+
+
+async def _transfer_request(request: web.Request) -> tuple[Transfer, float]:
+    hold = validation.query_seconds(request, "hold", default=0.2, hi=5)
+    body = await validation.json_object(request)
+    transfer = Transfer(
+        validation.text(body, "from"),
+        validation.text(body, "to"),
+        validation.integer(body, "amount", lo=1, hi=10**6),
+    )
+    for account in (transfer.source, transfer.target):
+        if account not in ACCOUNTS:
+            raise BadRequest(f"unknown account {account!r}; accounts are {', '.join(ACCOUNTS)}")
+    if transfer.source == transfer.target:
+        raise BadRequest("'from' and 'to' must differ")
+    return transfer, hold
+
+
+async def _accept(request: web.Request, transfer: Transfer) -> uuid.UUID:
+    """Durably record the transfer as accepted: from here on, losing it is the service's fault."""
+    transfer_id = uuid.uuid4()
+    async with request.app[db_key].pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(
+            "INSERT INTO transfers (id, variant, from_account, to_account, amount) VALUES (%s, %s, %s, %s, %s)",
+            (str(transfer_id), request.app[variant_key], transfer.source, transfer.target, transfer.amount),
+        )
+    return transfer_id
+
+
+async def _run_transfer(app: web.Application, transfer_id: uuid.UUID, hold: float) -> None:
+    """Debit, credit and ledger rows in one transaction, at most once per transfer id (the row is locked and
+    must still be 'accepted'). An error is recorded on the transfer, so it can never be lost silently."""
+    variant, probe = app[variant_key], app[probe_key]
+    try:
+        async with app[db_key].pool.acquire() as conn, conn.cursor() as cur, cur.begin():
+            await cur.execute(
+                "SELECT from_account, to_account, amount FROM transfers"
+                " WHERE id = %s AND status = 'accepted' FOR UPDATE",
+                (str(transfer_id),),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return  # done already: by another process, or before a crash
+            source, target, amount = row
+            probe.hit(f"{variant}.transfer")
+            await asyncio.sleep(hold)  # the slow step (a fraud check) inside the open transaction
+            # Lock both accounts in one order (by name), or two opposite transfers deadlock; NO KEY UPDATE,
+            # so as not to conflict with the foreign-key checks of transfers being accepted meanwhile.
+            await cur.execute(
+                "SELECT name FROM accounts WHERE variant = %s AND name IN (%s, %s) ORDER BY name"
+                " FOR NO KEY UPDATE",
+                (variant, source, target),
+            )
+            for account, delta in ((source, -amount), (target, amount)):
+                await cur.execute(
+                    "UPDATE accounts SET balance = balance + %s WHERE variant = %s AND name = %s",
+                    (delta, variant, account),
+                )
+                await cur.execute(
+                    "INSERT INTO ledger (transfer_id, account, delta) VALUES (%s, %s, %s)",
+                    (str(transfer_id), account, delta),
+                )
+            await cur.execute(
+                "UPDATE transfers SET status = 'committed', finished_at = now() WHERE id = %s", (str(transfer_id),)
+            )
+        probe.hit(f"{variant}.committed")
+    except Exception as exc:
+        await _record_failure(app[db_key].pool, transfer_id, exc)
+        raise
+
+
+async def _record_failure(pool: aiopg.Pool, transfer_id: uuid.UUID, exc: Exception) -> None:
+    log.error("transfer %s failed: %r", transfer_id, exc)
+    try:
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(
+                "UPDATE transfers SET status = 'failed', error = %s, finished_at = now()"
+                " WHERE id = %s AND status = 'accepted'",
+                (repr(exc)[:500], str(transfer_id)),
+            )
+    except Exception:
+        log.exception("could not record the failure of transfer %s", transfer_id)
+
+
+def _pace(request: web.Request) -> float:
+    return validation.query_seconds(request, "pace", default=0, hi=1)
+
+
+async def _stream_export(request: web.Request, export: Export, pace: float) -> web.StreamResponse:
+    """The variant's transfers as CSV, 100 rows a chunk, ``pace`` seconds apart (0..1, to watch it stream)."""
+    variant = request.app[variant_key]
+    rows = await fetch_all(
+        request.app[db_key].pool,
+        "SELECT id, from_account, to_account, amount, status FROM transfers"
+        " WHERE variant = %s ORDER BY accepted_at LIMIT 100000",
+        (variant,),
+    )
+    response = web.StreamResponse(headers={"Content-Type": "text/csv"})
+    await response.prepare(request)
+    await response.write(b"id,from,to,amount,status\n")
+    for start in range(0, len(rows), 100):
+        chunk = rows[start : start + 100]
+        await response.write("".join(",".join(map(str, row)) + "\n" for row in chunk).encode())
+        export.rows_sent += len(chunk)
+        request.app[probe_key].hit(f"{variant}.export_chunk")
+        await asyncio.sleep(pace)
+    await response.write_eof()
+    export.completed = True
+    return response
+
+
+async def _audit(app: web.Application, export: Export) -> None:
+    try:
+        async with app[db_key].pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(
+                "INSERT INTO exports (variant, rows_sent, completed) VALUES (%s, %s, %s)",
+                (app[variant_key], export.rows_sent, export.completed),
+            )
+    except Exception:
+        log.exception("could not write the export audit")
+        raise
+
+
+async def recover_transfers(app: web.Application) -> None:
+    """At start-up (fixed only): complete, in the background, every transfer a crash left accepted. Safe to
+    race with another process doing the same: each transfer runs at most once."""
+    scheduler = aiojobs.aiohttp.get_scheduler_from_app(app)
+    assert scheduler is not None
+    await scheduler.spawn(_recover(app, scheduler))
+
+
+async def _recover(app: web.Application, scheduler: aiojobs.Scheduler) -> None:
+    sql = "SELECT id FROM transfers WHERE variant = %s AND status = 'accepted'"
+    try:
+        rows = await fetch_all(app[db_key].pool, sql, (app[variant_key],))
+    except psycopg2.Error as exc:  # Postgres down at start-up: the app still starts; the next start recovers
+        log.error("could not look for transfers to recover: %s", type(exc).__name__)
+        return
+    if rows:
+        log.warning("recovering %d accepted transfers left by a previous run", len(rows))
+    for (transfer_id,) in rows:
+        await scheduler.spawn(_run_transfer(app, uuid.UUID(str(transfer_id)), hold=0))
+
+
+def log_job_error(scheduler: aiojobs.Scheduler, context: dict[str, Any]) -> None:
+    """The scheduler's exception handler: a failed job is logged (and ``_run_transfer`` recorded it)."""
+    log.error("job failed: %s", context.get("message"), exc_info=context.get("exception"))
+
+
+def setup(app: web.Application, variant: str) -> None:
+    app.add_routes(
+        [
+            web.post("/transfers", {"broken": broken_create_transfer, "fixed": fixed_create_transfer}[variant]),
+            web.get("/transfers/stats", transfer_stats),
+            web.get("/export", {"broken": broken_export, "fixed": fixed_export}[variant]),
+        ]
+    )
+    if variant == "fixed":
+        app.on_startup.append(recover_transfers)

@@ -1,0 +1,4 @@
+DROP TABLE exports;
+DROP TABLE ledger;
+DROP TABLE transfers;
+DROP TABLE accounts;
