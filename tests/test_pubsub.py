@@ -240,3 +240,15 @@ async def test_sigterm_with_open_streams(
     else:
         assert endings == [[SseEvent("cut")]] * 10
         assert took >= SHUTDOWN_TIMEOUT - 0.5
+
+
+async def test_fixed_streams_send_heartbeats(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    """A quiet stream still writes a comment every ``sse_heartbeat`` seconds, so a dead client is noticed."""
+    client = await aiohttp_client(create_app(dataclasses.replace(settings, sse_heartbeat=0.1)))
+    async with aiohttp.ClientSession() as session:
+        status, stream = await subscribe(session, url(client, "/fixed/events/quiet"))
+        assert status == 200
+        async with asyncio.timeout(5):
+            assert await stream.next() == SseEvent("comment", "heartbeat")
+            assert await stream.next() == SseEvent("comment", "heartbeat")
+        stream.close()
