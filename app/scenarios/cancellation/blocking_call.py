@@ -1,0 +1,79 @@
+"""blocking-call: a synchronous call in a handler (``time.sleep``, a sync database driver, a big
+``json.dumps``) stops the event loop: every other request of the process waits, ``/healthz`` included.
+
+Fix: the async driver, or ``await loop.run_in_executor(None, ...)`` (``asyncio.to_thread``) for what has none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from typing import Any
+
+from aiohttp import web
+
+BLOCK = 0.5
+
+
+def _slow_sync_call() -> None:
+    time.sleep(BLOCK)  # a sync driver's query, a CPU-heavy step...
+
+
+async def broken_step() -> None:
+    _slow_sync_call()
+
+
+async def fixed_step() -> None:
+    await asyncio.get_running_loop().run_in_executor(None, _slow_sync_call)
+
+
+async def broken(request: web.Request) -> dict[str, Any]:
+    """The loop is blocked 0.5 s: a concurrent /healthz waits the whole time, and so does everything else."""
+    return await _run(request, broken_step)
+
+
+async def fixed(request: web.Request) -> dict[str, Any]:
+    """The call runs in a thread: the loop keeps serving; /healthz answers in milliseconds."""
+    return await _run(request, fixed_step)
+
+
+async def _run(request: web.Request, step: Any) -> dict[str, Any]:
+    """While ``step`` runs: a ticker measures the longest stall of the loop, and a real /healthz request to
+    this same server, sent from a thread (it does not need the loop to send), measures what a client sees."""
+    gaps: list[float] = []
+    ticking = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            ticking.set()
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    await ticking.wait()
+    probe = asyncio.get_running_loop().run_in_executor(None, _healthz_latency, f"{request.url.origin()}/healthz")
+    await step()
+    latency = await probe
+    await asyncio.sleep(0.05)  # the ticker's next turn records the stall, if there was one
+    tick.cancel()
+    await asyncio.gather(tick, return_exceptions=True)
+    stall = max(gaps, default=0.0)
+    trap = stall >= BLOCK * 0.8
+    return {
+        "trap": trap,
+        "summary": f"event loop stalled {stall * 1000:.0f} ms; a concurrent /healthz took {latency * 1000:.0f} ms",
+        "blocking_call_s": BLOCK,
+        "loop_stall_ms": round(stall * 1000, 1),
+        "healthz_latency_ms": round(latency * 1000, 1),
+    }
+
+
+def _healthz_latency(url: str) -> float:
+    started = time.monotonic()
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        resp.read()
+    return time.monotonic() - started

@@ -1,0 +1,67 @@
+"""gather-orphans: when one awaitable in ``asyncio.gather`` fails, gather raises at once and leaves the
+siblings running: nobody awaits them, they finish (or fail) after the request is long gone.
+
+Fix: ``asyncio.TaskGroup`` (3.11): a failure cancels the siblings and waits for them before raising.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+SIBLINGS = 3
+
+
+async def _fails() -> None:
+    await asyncio.sleep(0.01)
+    raise ValueError("one sub-request failed")
+
+
+async def _sibling(done: list[int], i: int) -> None:
+    await asyncio.sleep(0.3)
+    done.append(i)  # e.g. a write that should not happen once the request failed
+
+
+async def broken_fan_out(done: list[int]) -> list[asyncio.Task[None]]:
+    siblings = [asyncio.create_task(_sibling(done, i)) for i in range(SIBLINGS)]
+    try:
+        await asyncio.gather(_fails(), *siblings)
+    except ValueError:
+        pass
+    return siblings
+
+
+async def fixed_fan_out(done: list[int]) -> list[asyncio.Task[None]]:
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(_fails())
+            siblings = [group.create_task(_sibling(done, i)) for i in range(SIBLINGS)]
+    except* ValueError:
+        pass
+    return siblings
+
+
+async def broken(request: web.Request) -> dict[str, Any]:
+    """gather raised; the three siblings are still running, and their writes land afterwards."""
+    return await _run(broken_fan_out)
+
+
+async def fixed(request: web.Request) -> dict[str, Any]:
+    """TaskGroup cancelled the siblings and waited for them: nothing runs after the failure."""
+    return await _run(fixed_fan_out)
+
+
+async def _run(fan_out: Any) -> dict[str, Any]:
+    done: list[int] = []
+    siblings = await fan_out(done)
+    running_after = sum(not t.done() for t in siblings)
+    await asyncio.gather(*siblings, return_exceptions=True)  # bounded: let the orphans finish (0.3 s)
+    trap = running_after > 0
+    return {
+        "trap": trap,
+        "summary": f"{running_after} siblings still running after the failure; {len(done)} wrote afterwards",
+        "running_after_failure": running_after,
+        "writes_after_failure": len(done),
+    }
