@@ -11,19 +11,22 @@ import aiopg
 from aiohttp import web
 from redis.asyncio import Redis
 
-from . import ops
+from . import dashboard, ops
 from .db import VariantDb
 from .errors import Handler, error_middleware
 from .keys import (
     admin_db_key,
     db_key,
+    metrics_key,
     probe_key,
     redis_key,
     settings_key,
     streams_key,
+    traffic_key,
     variant_key,
     variants_key,
 )
+from .metrics import Metrics, Traffic, make_middleware
 from .probe import Probe
 from .scenarios import ALL as SCENARIOS
 from .scenarios import shield
@@ -33,11 +36,15 @@ MAX_BODY = 1024**2
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    traffic = Traffic()
+    app = web.Application(middlewares=[make_middleware(traffic), error_middleware], client_max_size=MAX_BODY)
     app[settings_key] = settings
+    app[traffic_key] = traffic
+    app[metrics_key] = Metrics(traffic)
     app[probe_key] = probe = Probe()
     app.cleanup_ctx.append(admin_db_ctx)
     app.add_routes(ops.ROUTES)
+    dashboard.setup(app)
     variants: dict[str, web.Application] = {}
     for variant in VARIANTS:
         variants[variant] = variant_app(settings, variant, probe)

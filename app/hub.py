@@ -96,6 +96,11 @@ class Hub:
         return sum(len(inboxes) for inboxes in self._inboxes.values())
 
     @property
+    def dropped(self) -> int:
+        """Messages dropped from slow subscribers' inboxes (live subscribers only)."""
+        return sum(inbox.dropped for inboxes in self._inboxes.values() for inbox in inboxes)
+
+    @property
     def connected(self) -> bool:
         return self._ready.is_set()
 

@@ -8,6 +8,8 @@ from redis.asyncio import Redis
 
 from .db import VariantDb
 from .hub import Hub
+from .loads import LoadRunner
+from .metrics import Metrics, Traffic
 from .probe import Probe
 from .settings import Settings, Variant
 
@@ -16,6 +18,10 @@ settings_key = web.AppKey("settings", Settings)
 probe_key = web.AppKey("probe", Probe)
 admin_db_key = web.AppKey("admin_db", aiopg.Pool)
 variants_key = web.AppKey("variants", dict[str, web.Application])
+traffic_key = web.AppKey("traffic", Traffic)
+metrics_key = web.AppKey("metrics", Metrics)
+dashboards_key = web.AppKey("dashboards", set[web.StreamResponse])  # open dashboard streams
+loads_key = web.AppKey("loads", LoadRunner)
 
 # On each variant's sub-application (/broken, /fixed): its own resources, so one cannot starve the other.
 variant_key = web.AppKey("variant", str)
@@ -27,12 +33,16 @@ hub_key = web.AppKey("hub", Hub)  # fixed variant only: the process's one Redis 
 __all__ = [
     "Variant",
     "admin_db_key",
+    "dashboards_key",
     "db_key",
     "hub_key",
+    "loads_key",
+    "metrics_key",
     "probe_key",
     "redis_key",
     "settings_key",
     "streams_key",
+    "traffic_key",
     "variant_key",
     "variants_key",
 ]

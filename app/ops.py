@@ -5,15 +5,27 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 from typing import Any
 
 import aiojobs.aiohttp
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import scenarios
 from .db import fetch_all, fetch_one
 from .errors import json_error
-from .keys import admin_db_key, db_key, probe_key, redis_key, settings_key, variants_key
+from .keys import (
+    admin_db_key,
+    db_key,
+    hub_key,
+    metrics_key,
+    probe_key,
+    redis_key,
+    settings_key,
+    traffic_key,
+    variants_key,
+)
 from .scenarios import pubsub
 
 log = logging.getLogger("app.ops")
@@ -45,12 +57,22 @@ async def _check(probe: Any) -> str:
 
 
 async def state(request: web.Request) -> web.Response:
-    """A snapshot per variant: pool, server backends of the variant's role, Redis, aiojobs."""
-    variants = request.app[variants_key]
+    return web.json_response(await snapshot(request.app))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[metrics_key].render(await snapshot(request.app))
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def snapshot(app: web.Application) -> dict[str, Any]:
+    """Per variant: pool, server backends of the variant's role, Redis, aiojobs, requests and invariants.
+    Read through the admin pool, so it stays readable while a variant's own role is refused."""
+    variants = app[variants_key]
     roles = [sub[db_key].role for sub in variants.values()]
     try:
         rows = await fetch_all(
-            request.app[admin_db_key],
+            app[admin_db_key],
             """
             SELECT r.rolname, r.rolconnlimit,
                    count(a.pid) FILTER (WHERE a.datname = current_database()),
@@ -62,10 +84,15 @@ async def state(request: web.Request) -> web.Response:
             (roles,),
         )
         backends: dict[Any, tuple[Any, ...]] = {row[0]: row[1:] for row in rows}
+        invariant_rows = await fetch_all(app[admin_db_key], INVARIANTS_SQL)
+        invariants: dict[Any, dict[str, Any]] = {
+            row[0]: {"orders_without_items": row[1], "transfers_lost": row[2]} for row in invariant_rows
+        }
         pg_error = None
     except Exception as exc:
-        backends, pg_error = {}, type(exc).__name__
-    probe = request.app[probe_key]
+        backends, invariants, pg_error = {}, {}, type(exc).__name__
+    probe = app[probe_key]
+    traffic = app[traffic_key]
     out: dict[str, Any] = {}
     for variant, sub in variants.items():
         db = sub[db_key]
@@ -96,14 +123,30 @@ async def state(request: web.Request) -> web.Response:
                 "pending": scheduler.pending_count if scheduler else 0,
             },
             "handlers_cancelled": probe.counts[f"{variant}.cancelled"],
+            "in_flight": traffic.in_flight_of(variant),
+            "requests": traffic.requests_of(variant),
+            "invariants": {
+                **invariants.get(variant, {"orders_without_items": None, "transfers_lost": None}),
+                "messages_dropped": sub[hub_key].dropped if hub_key in sub else 0,
+            },
         }
-    return web.json_response({"variants": out})
+    return {"variants": out, "pid": os.getpid()}
+
+
+# Orders without items; transfers accepted and not committed (in-flight ones included).
+INVARIANTS_SQL = """
+SELECT v,
+       (SELECT count(*) FROM orders o WHERE o.variant = v
+          AND NOT EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.id)),
+       (SELECT count(*) FROM transfers t WHERE t.variant = v AND t.status <> 'committed')
+FROM unnest(ARRAY['broken', 'fixed']) AS v
+"""
 
 
 async def reset(request: web.Request) -> web.Response:
     """Empty the scenario tables, rebuild each variant's pools and end whatever backends they left behind.
     Loopback clients, or a client presenting ``Authorization: Bearer $API_TOKEN``; 403 for anyone else."""
-    if not _operator(request):
+    if not operator_allowed(request):
         return json_error(403, "reset is allowed from loopback or with the API token only")
     variants = request.app[variants_key]
     admin = request.app[admin_db_key]
@@ -124,7 +167,8 @@ async def reset(request: web.Request) -> web.Response:
     return web.json_response({"reset": True, "terminated_backends": terminated})
 
 
-def _operator(request: web.Request) -> bool:
+def operator_allowed(request: web.Request) -> bool:
+    """Loopback clients, or a client presenting ``Authorization: Bearer $API_TOKEN`` (constant-time)."""
     if request.remote in LOOPBACK:
         return True
     token = request.app[settings_key].api_token
@@ -135,5 +179,6 @@ def _operator(request: web.Request) -> bool:
 ROUTES = [
     web.get("/healthz", healthz),
     web.get("/api/state", state),
+    web.get("/metrics", metrics),
     web.post("/api/reset", reset),
 ]

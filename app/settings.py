@@ -30,6 +30,9 @@ class Settings:
     # Event streams: a comment every sse_heartbeat quiet seconds; a slow subscriber's inbox holds this many.
     sse_heartbeat: float = 15.0
     sse_queue_size: int = 100
+    # Conference mode (DEMO=1): aiomonitor on 127.0.0.1, terminal UI on monitor_port, web UI on +1.
+    demo: bool = False
+    monitor_port: int = 20101
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> Settings:
@@ -51,6 +54,10 @@ class Settings:
             values["shutdown_timeout"] = float(env["SHUTDOWN_TIMEOUT"])
         if "SSE_HEARTBEAT" in env:
             values["sse_heartbeat"] = float(env["SSE_HEARTBEAT"])
+        if env.get("DEMO", "") not in ("", "0"):
+            values["demo"] = True
+        if "MONITOR_PORT" in env:
+            values["monitor_port"] = int(env["MONITOR_PORT"])
         if env.get("API_TOKEN"):
             values["api_token"] = env["API_TOKEN"]
         values.update(overrides)

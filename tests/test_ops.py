@@ -103,13 +103,13 @@ def _request(app: web.Application, remote: str, auth: str | None = None) -> web.
 def test_operator_rules(settings: Settings) -> None:
     plain = create_app(settings)
     with_token = create_app(Settings(database_url=settings.database_url, api_token="s3cret"))
-    assert ops._operator(_request(plain, "127.0.0.1"))
-    assert ops._operator(_request(plain, "::1"))
-    assert not ops._operator(_request(plain, "192.0.2.7"))
-    assert not ops._operator(_request(plain, "192.0.2.7", "Bearer "))
-    assert ops._operator(_request(with_token, "192.0.2.7", "Bearer s3cret"))
-    assert not ops._operator(_request(with_token, "192.0.2.7", "Bearer s3cre"))
-    assert not ops._operator(_request(with_token, "192.0.2.7"))
+    assert ops.operator_allowed(_request(plain, "127.0.0.1"))
+    assert ops.operator_allowed(_request(plain, "::1"))
+    assert not ops.operator_allowed(_request(plain, "192.0.2.7"))
+    assert not ops.operator_allowed(_request(plain, "192.0.2.7", "Bearer "))
+    assert ops.operator_allowed(_request(with_token, "192.0.2.7", "Bearer s3cret"))
+    assert not ops.operator_allowed(_request(with_token, "192.0.2.7", "Bearer s3cre"))
+    assert not ops.operator_allowed(_request(with_token, "192.0.2.7"))
 
 
 def test_with_database_keeps_credentials() -> None:

@@ -1,0 +1,136 @@
+"""Conference mode: the live dashboard at ``/``, its event stream, and load runs started from it.
+
+The figures reach the page over Server-Sent Events through the app's own *fixed* fan-out: a publisher task
+puts a snapshot on a Redis channel twice a second, and each open dashboard is one more subscriber of the
+fixed variant's hub. Loads run as ``python -m scripts.load`` child processes, one at a time, loopback only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from . import ops, sse
+from .errors import json_error
+from .keys import dashboards_key, hub_key, loads_key, redis_key, settings_key, variants_key
+from .loads import LoadRunner
+from .validation import json_object
+
+log = logging.getLogger("app.dashboard")
+
+STATIC = Path(__file__).resolve().parent / "static"
+ROOT = Path(__file__).resolve().parent.parent
+EVERY = 0.5  # seconds between snapshots
+LOADS = {"disconnect": [], "pubsub": [], "shield": ["--spawn-app"]}
+
+
+def channel(app: web.Application) -> str:
+    """This process's own channel: with several processes, a dashboard shows the one it is connected to."""
+    return f"{app[settings_key].namespace}:dashboard:{os.getpid()}"
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def state_stream(request: web.Request) -> web.StreamResponse:
+    """The snapshots, as an event stream, through the fixed variant's hub (bounded inbox, heartbeats, bye)."""
+    fixed = request.app[variants_key]["fixed"]
+    live: set[web.StreamResponse] = request.app[dashboards_key]
+    async with fixed[hub_key].subscribe(channel(request.app)) as inbox, sse.stream(request, live) as response:
+        await sse.send(response, sse.Event("message", json.dumps(await ops.snapshot(request.app))))
+        async for event in inbox.events(heartbeat=request.app[settings_key].sse_heartbeat):
+            await sse.send(response, event)
+    return response
+
+
+async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Publish a snapshot every EVERY seconds while at least one dashboard is open."""
+
+    async def publish() -> None:
+        redis = app[variants_key]["fixed"][redis_key]
+        while True:
+            await asyncio.sleep(EVERY)
+            if not app[dashboards_key]:
+                continue
+            try:
+                await redis.publish(channel(app), json.dumps(await ops.snapshot(app)))
+            except Exception as exc:  # Redis or Postgres away: try again next tick; the page shows staleness
+                log.warning("dashboard snapshot not published: %s", type(exc).__name__)
+
+    task = asyncio.create_task(publish(), name="dashboard-publisher")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def start_load(request: web.Request) -> web.Response:
+    if not ops.operator_allowed(request):
+        return json_error(403, "loads start from loopback or with the API token only")
+    body = await json_object(request)
+    scenario, variant = body.get("scenario"), body.get("variant")
+    if scenario not in LOADS or variant not in ("broken", "fixed"):
+        return json_error(400, f"'scenario' must be one of {', '.join(LOADS)} and 'variant' broken or fixed")
+    runner = request.app[loads_key]
+    if runner.running:
+        return json_error(409, f"a load is running already: {runner.scenario} / {runner.variant}")
+    # This very server, over loopback: the port the request came in on.
+    port = request.transport.get_extra_info("sockname")[1] if request.transport else request.app[settings_key].port
+    runner.start(scenario, variant, f"http://127.0.0.1:{port}", LOADS[scenario])
+    return web.json_response(runner.status(), status=202)
+
+
+async def load_status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[loads_key].status())
+
+
+async def loads_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[loads_key] = LoadRunner(ROOT)
+    yield
+    await app[loads_key].close()
+
+
+async def monitor_ctx(app: web.Application) -> AsyncIterator[None]:
+    """aiomonitor in demo mode, on loopback only: list the live tasks, show a task's stack, cancel one."""
+    settings = app[settings_key]
+    if not settings.demo:
+        yield
+        return
+    import aiomonitor
+
+    port = settings.monitor_port
+    monitor = aiomonitor.start_monitor(
+        asyncio.get_running_loop(),
+        host="127.0.0.1",
+        port=port,
+        webui_port=port + 1,
+        console_port=port + 2,
+        hook_task_factory=True,
+    )
+    log.info("aiomonitor: telnet 127.0.0.1 %d, web UI http://127.0.0.1:%d/", port, port + 1)
+    yield
+    monitor.close()
+
+
+def setup(app: web.Application) -> None:
+    app[dashboards_key] = set()
+    app.cleanup_ctx.append(monitor_ctx)
+    app.cleanup_ctx.append(loads_ctx)  # closes last: a running load is stopped after the publisher
+    app.cleanup_ctx.append(publisher_ctx)
+    app.add_routes(
+        [
+            web.get("/", index),
+            web.static("/static", STATIC),
+            web.get("/api/state/stream", state_stream),
+            web.post("/api/load", start_load),
+            web.get("/api/load", load_status),
+        ]
+    )

@@ -1,0 +1,69 @@
+"""Loads started from the dashboard: ``python -m scripts.load`` as a child process, one at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+LOAD_TIMEOUT = 180.0
+
+
+class LoadRunner:
+    """One load at a time, as a child process with bounded output kept for the page."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.proc: asyncio.subprocess.Process | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.scenario: str | None = None
+        self.variant: str | None = None
+        self.output: deque[str] = deque(maxlen=40)
+        self.returncode: int | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def status(self) -> dict[str, Any]:
+        verdict = next((line.split(": ", 1)[1] for line in self.output if line.startswith("VERDICT: ")), None)
+        return {
+            "running": self.running,
+            "scenario": self.scenario,
+            "variant": self.variant,
+            "returncode": self.returncode,
+            "verdict": verdict,
+            "output": list(self.output),
+        }
+
+    def start(self, scenario: str, variant: str, base_url: str, extra: list[str]) -> None:
+        self.scenario, self.variant, self.returncode = scenario, variant, None
+        self.output.clear()
+        argv = [sys.executable, "-m", "scripts.load", scenario, "--variant", variant, "--base-url", base_url]
+        self.task = asyncio.create_task(self._run([*argv, *extra]), name="dashboard-load")
+
+    async def _run(self, argv: list[str]) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=self.cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        assert self.proc.stdout is not None
+        try:
+            async with asyncio.timeout(LOAD_TIMEOUT):
+                async for raw in self.proc.stdout:
+                    for line in raw.decode(errors="replace").replace("\r", "\n").splitlines():
+                        if line.strip():
+                            self.output.append(line.rstrip())
+                self.returncode = await self.proc.wait()
+        finally:
+            if self.proc.returncode is None:
+                self.proc.kill()
+                self.returncode = await self.proc.wait()
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task

@@ -1,0 +1,177 @@
+"""Conference mode: /metrics in the Prometheus format, the load runner, and the dashboard in a real browser
+(Debian's headless Chromium, driven by Playwright; no browser download)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, make_mocked_request
+from prometheus_client.parser import text_string_to_metric_families
+
+from app import dashboard
+from app.factory import create_app
+from app.settings import Settings
+from tests.conftest import ROOT, App, free_port
+
+ITEMS = [{"sku": "tea", "qty": 1}]
+
+
+def families(text: str) -> dict[str, dict[tuple, float]]:
+    out: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+async def test_metrics_parse_and_move(client: TestClient) -> None:
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain; version=")
+    before = families(await resp.text())
+    for name in (
+        "pitfalls_pg_pool_size",
+        "pitfalls_pg_backends",
+        "pitfalls_redis_connections_in_use",
+        "pitfalls_sse_subscribers",
+        "pitfalls_jobs_active",
+        "pitfalls_orders_without_items",
+        "pitfalls_transfers_lost",
+        "pitfalls_handlers_cancelled_total",
+    ):
+        assert set(before[name]) == {(("variant", "broken"),), (("variant", "fixed"),)}, name
+
+    for _ in range(3):
+        assert (await client.post("/broken/orders?hold=0", json={"customer": "a", "items": ITEMS})).status == 201
+    assert (await client.post("/broken/orders", data=b"{")).status == 400
+    after = families(await (await client.get("/metrics")).text())
+    key = (("outcome", "2xx"), ("scenario", "disconnect"), ("variant", "broken"))
+    assert after["pitfalls_requests_total"][key] == 3
+    bad = (("outcome", "4xx"), ("scenario", "disconnect"), ("variant", "broken"))
+    assert after["pitfalls_requests_total"][bad] == 1
+
+
+async def test_load_api_guards(client: TestClient, settings: Settings) -> None:
+    for body in ({"scenario": "nope", "variant": "broken"}, {"scenario": "disconnect", "variant": "x"}):
+        resp = await client.post("/api/load", json=body)
+        assert resp.status == 400
+    request = make_mocked_request("POST", "/api/load", app=create_app(settings)).clone(remote="192.0.2.9")
+    assert (await dashboard.start_load(request)).status == 403
+    assert (await (await client.get("/api/load")).json())["running"] is False
+
+
+async def test_one_load_at_a_time(client: TestClient) -> None:
+    resp = await client.post("/api/load", json={"scenario": "pubsub", "variant": "fixed"})
+    assert resp.status == 202
+    second = await client.post("/api/load", json={"scenario": "pubsub", "variant": "broken"})
+    assert second.status == 409
+    runner = client.app[dashboard.loads_key]
+    assert runner.task is not None
+    await runner.task  # bounded: the load script stops by itself
+    status = await (await client.get("/api/load")).json()
+    assert (status["running"], status["returncode"], status["verdict"]) == (False, 0, "held")
+
+
+def chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run installs Debian's chromium")
+        pytest.skip("chromium not installed (apt-get install chromium); .ci/run always runs this test")
+    return path
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+async def test_dashboard_in_a_browser(spawn_app: Callable[..., App], tmp_path: Path) -> None:
+    """Start the broken disconnect load from its button: the broken column's failure count rises while the
+    fixed column stays at 0; then the fixed load from its button: it holds, still 0."""
+    from playwright.async_api import async_playwright
+
+    executable = chromium()
+    app = spawn_app()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1600, "height": 1100})
+            await page.goto(f"{app.base}/")
+            await page.wait_for_selector("#conn.ok", timeout=15_000)  # the event stream is live
+            broken = page.get_by_test_id("failures-disconnect-broken")
+            fixed = page.get_by_test_id("failures-disconnect-fixed")
+            await page.wait_for_function(
+                "document.querySelector('[data-testid=failures-disconnect-fixed]').firstChild.textContent === '0'",
+                timeout=10_000,
+            )
+
+            await page.get_by_test_id("load-disconnect-broken").click()
+            await page.wait_for_function(
+                "parseInt(document.querySelector('[data-testid=failures-disconnect-broken]')"
+                ".firstChild.textContent) > 0",
+                timeout=60_000,
+            )
+            await page.wait_for_function(
+                "document.querySelector('[data-testid=load-state]').textContent.includes('reproduced')",
+                timeout=90_000,
+            )
+            assert int((await broken.inner_text()).split()[0]) > 0
+            assert (await fixed.inner_text()).split()[0] == "0"
+
+            await page.get_by_test_id("load-disconnect-fixed").click()
+            await page.wait_for_function(
+                "document.querySelector('[data-testid=load-state]').textContent.includes('fixed: held')",
+                timeout=90_000,
+            )
+            assert (await fixed.inner_text()).split()[0] == "0"
+            assert int((await broken.inner_text()).split()[0]) > 0
+            await page.get_by_test_id("pitfall-swallowed-cancel-broken").click()
+            await page.wait_for_selector("#gallery td.result.trap", timeout=10_000)
+            await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+        finally:
+            await browser.close()
+    assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+
+
+def test_demo_starts_the_app_with_aiomonitor_and_prints_the_talk(settings: Settings) -> None:
+    port, monitor = free_port(), free_port()
+    run = subprocess.run(
+        [sys.executable, "-m", "scripts.demo", "--port", str(port), "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "DATABASE_URL": settings.database_url, "MONITOR_PORT": str(monitor)},
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"http://127.0.0.1:{port}/" in run.stdout
+    assert f"telnet 127.0.0.1 {monitor}" in run.stdout
+    assert "The talk, in order" in run.stdout
+
+
+def test_watch_prints_both_columns(spawn_app: Callable[..., App]) -> None:
+    app = spawn_app()
+    run = subprocess.run(
+        [sys.executable, "-m", "scripts.watch", "--base-url", app.base, "--once"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    assert run.returncode == 0, run.stderr
+    for text in ("broken", "fixed", "orders without items", "Redis connections / max", "0 / 20"):
+        assert text in run.stdout
