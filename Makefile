@@ -8,7 +8,7 @@ BASE_URL ?= http://127.0.0.1:8080
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate test lint up down demo watch load-disconnect load-shield load-pubsub
+.PHONY: help install run migrate test bench lint up down demo watch load-disconnect load-shield load-pubsub
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ migrate: install ## apply pending migrations only
 
 test: install ## the whole test suite (needs local Postgres and Redis)
 	$(PY) -m pytest
+
+bench: install ## the benchmarks: bench/results/*.json, charts and bench/RESULTS.md (BENCH_SMOKE=1: tiny)
+	$(PY) -m bench.run $(if $(BENCH_SMOKE),--smoke)
 
 lint: install ## ruff and mypy
 	$(VENV)/bin/ruff check .

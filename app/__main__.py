@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         port=settings.port,
         handler_cancellation=True,
         shutdown_timeout=settings.shutdown_timeout,
+        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         print=lambda _: print(
             f"asyncio-pitfalls on http://{settings.host}:{settings.port} "
             f"(handler_cancellation=True, db {mask(settings.database_url)})",

@@ -34,6 +34,11 @@ LOOPBACK = {"127.0.0.1", "::1"}
 HEALTH_TIMEOUT = 2.0
 
 
+async def ping(request: web.Request) -> web.Response:
+    """A trivial endpoint: what the HTTP stack alone costs (benchmarks compare load generators on it)."""
+    return web.Response(text="pong")
+
+
 async def healthz(request: web.Request) -> web.Response:
     """200 when the *fixed* variant reaches Postgres and Redis: the broken one may be down on purpose."""
     fixed = request.app[variants_key]["fixed"]
@@ -177,6 +182,7 @@ def operator_allowed(request: web.Request) -> bool:
 
 
 ROUTES = [
+    web.get("/ping", ping),
     web.get("/healthz", healthz),
     web.get("/api/state", state),
     web.get("/metrics", metrics),

@@ -30,6 +30,8 @@ class Settings:
     # Event streams: a comment every sse_heartbeat quiet seconds; a slow subscriber's inbox holds this many.
     sse_heartbeat: float = 15.0
     sse_queue_size: int = 100
+    # aiohttp's line per request: off by default (it costs ~4% under load and floods the terminal).
+    access_log: bool = False
     # Conference mode (DEMO=1): aiomonitor on 127.0.0.1, terminal UI on monitor_port, web UI on +1.
     demo: bool = False
     monitor_port: int = 20101
@@ -54,6 +56,8 @@ class Settings:
             values["shutdown_timeout"] = float(env["SHUTDOWN_TIMEOUT"])
         if "SSE_HEARTBEAT" in env:
             values["sse_heartbeat"] = float(env["SSE_HEARTBEAT"])
+        if env.get("ACCESS_LOG", "") not in ("", "0"):
+            values["access_log"] = True
         if env.get("DEMO", "") not in ("", "0"):
             values["demo"] = True
         if "MONITOR_PORT" in env:

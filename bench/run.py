@@ -1,0 +1,479 @@
+"""``python -m bench.run [--smoke] [--only NAME,...] [--out DIR]``: every benchmark, side by side in one run.
+
+Writes ``DIR/results/<name>.json``, charts ``DIR/results/*.png`` and ``DIR/RESULTS.md`` (DIR: ``bench/``).
+``--smoke`` runs every benchmark with tiny sizes (under a minute) — ``make test`` does, to keep them working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from app.settings import Settings
+from scripts._sse import subscribe
+
+from . import drivers, report
+from .harness import ROOT, AppProcess, closed_loop, pct_ms, spread, tool
+
+ITEMS = [{"sku": "tea", "qty": 2}, {"sku": "cup", "qty": 1}, {"sku": "pot", "qty": 1}]
+VARIANTS = ("broken", "fixed")
+
+
+@dataclass(frozen=True)
+class Config:
+    smoke: bool
+    seconds: float
+    reps: int
+    concurrency: int
+    fanout: tuple[int, ...]
+    messages: int
+    storm_seconds: float
+
+    @classmethod
+    def make(cls, smoke: bool) -> Config:
+        if smoke:
+            return cls(True, 0.5, 1, 8, (10, 50), 5, 2.0)
+        return cls(False, 5.0, 3, 20, (100, 1000, 5000), 20, 8.0)
+
+
+def state(app: AppProcess, variant: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{app.base}/api/state", timeout=10) as resp:
+        data: dict[str, Any] = json.load(resp)["variants"][variant]
+        return data
+
+
+def get(app: AppProcess, path: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{app.base}{path}", timeout=10) as resp:
+        data: dict[str, Any] = json.load(resp)
+        return data
+
+
+async def wait_quiet(app: AppProcess, variant: str, timeout: float = 60) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        s = await asyncio.to_thread(state, app, variant)
+        if s["postgres"]["pool_in_use"] == 0 and s["jobs"]["active"] + s["jobs"]["pending"] == 0:
+            break
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+# --- 1. the price of each fix ---------------------------------------------------------------------------------
+
+
+async def price_of_fix(app: AppProcess, cfg: Config) -> dict[str, Any]:
+    base = app.base
+    makers = {
+        "orders": lambda v: lambda i: ("POST", f"{base}/{v}/orders?hold=0", {"customer": f"b{i}", "items": ITEMS}),
+        "transfers": lambda v: (
+            lambda i: (
+                "POST",
+                f"{base}/{v}/transfers?hold=0",
+                {"from": ("alice", "bob")[i % 2], "to": ("bob", "alice")[i % 2], "amount": 1},
+            )
+        ),
+    }
+    out: dict[str, Any] = {}
+    for case, make in makers.items():
+        runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+        for _ in range(cfg.reps):
+            for variant in VARIANTS:  # interleaved: drift hits both alike
+                await asyncio.to_thread(app.reset)
+                run = await closed_loop(make(variant), concurrency=cfg.concurrency, seconds=cfg.seconds)
+                drain = await wait_quiet(app, variant)
+                figures = run.summary()
+                if case == "transfers":
+                    committed = (await asyncio.to_thread(get, app, f"/{variant}/transfers/stats"))["committed"]
+                    figures["committed_per_s"] = round(committed / (run.seconds + drain), 1)
+                runs[variant].append(figures)
+        out[case] = _compare(runs)
+    out["pubsub"] = await pubsub_price(app, cfg)
+    return out
+
+
+def _compare(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for variant, figures in runs.items():
+        result[variant] = {
+            key: spread([f[key] for f in figures if f[key] is not None])
+            for key in figures[0]
+            if key != "errors" and any(f[key] is not None for f in figures)
+        }
+        result[variant]["errors"] = sum(f["errors"] for f in figures)
+    b, f = result["broken"]["rps"]["median"], result["fixed"]["rps"]["median"]
+    result["ratio_fixed_to_broken"] = round(f / b, 3) if b else None
+    return result
+
+
+async def pubsub_price(app: AppProcess, cfg: Config) -> dict[str, Any]:
+    """10 subscribers per variant (broken has 20 connections), publish→deliver as fast as publishes go."""
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    n_messages = cfg.messages * 10
+    for _ in range(cfg.reps):
+        for variant in VARIANTS:
+            await asyncio.to_thread(app.reset)
+            figures = await _fan_out_once(app, variant, subscribers=10, messages=n_messages)
+            runs[variant].append(
+                {
+                    "rps": figures["deliveries_per_s"],
+                    "p50_ms": figures["p50_ms"],
+                    "p99_ms": figures["p99_ms"],
+                    "errors": figures["missed"],
+                }
+            )
+    return _compare(runs)
+
+
+async def _fan_out_once(app: AppProcess, variant: str, *, subscribers: int, messages: int) -> dict[str, Any]:
+    channel = f"bench-{os.urandom(4).hex()}"
+    url = f"{app.base}/{variant}/events/{channel}"
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as http:
+        sem = asyncio.Semaphore(50)
+
+        async def one() -> Any:
+            async with sem:
+                return await subscribe(http, url)
+
+        opened = await asyncio.gather(*(one() for _ in range(subscribers)))
+        streams = [s for status, s in opened if status == 200]
+        rss = await asyncio.to_thread(app.rss_kib)
+        in_use = (await asyncio.to_thread(get, app, f"/{variant}/events/stats"))["redis_connections_in_use"]
+        latencies: list[float] = []
+        last = [0.0]
+
+        async def read(stream: Any) -> int:
+            got = 0
+            while got < messages:
+                event = await stream.next()
+                if event.kind in ("eof", "cut"):
+                    break
+                if event.kind == "message":
+                    latencies.append(time.time() - json.loads(event.data)["t"])
+                    last[0] = time.perf_counter()
+                    got += 1
+            return got
+
+        readers = [asyncio.create_task(read(s)) for s in streams]
+        started = time.perf_counter()
+        for i in range(messages):
+            async with http.post(url, json={"data": json.dumps({"i": i, "t": time.time()})}) as resp:
+                await resp.read()
+        got = await asyncio.wait_for(asyncio.gather(*readers), timeout=60)
+        for stream in streams:
+            stream.close()
+    elapsed = max(last[0] - started, 1e-9)
+    return {
+        "subscribers": len(streams),
+        "deliveries": len(latencies),
+        "deliveries_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": pct_ms(latencies, 50),
+        "p99_ms": pct_ms(latencies, 99),
+        "missed": len(streams) * messages - sum(got),
+        "rss_kib": rss,
+        "redis_connections_in_use": in_use,
+    }
+
+
+# --- 2. distance to the database's own limit, and the profile --------------------------------------------------
+
+
+PGBENCH_SCRIPT = """BEGIN;
+INSERT INTO orders (variant, customer) VALUES ('fixed', 'pgbench');
+INSERT INTO order_items (order_id, sku, qty) SELECT currval('orders_id_seq'), sku, qty
+  FROM (VALUES ('tea', 2), ('cup', 1), ('pot', 1)) AS t(sku, qty);
+COMMIT;
+"""
+
+
+async def database_limit(app: AppProcess, cfg: Config, database_url: str) -> dict[str, Any]:
+    make = lambda i: ("POST", f"{app.base}/fixed/orders?hold=0", {"customer": f"b{i}", "items": ITEMS})  # noqa: E731
+    app_runs, pg_runs = [], []
+    for _ in range(cfg.reps):
+        await asyncio.to_thread(app.reset)
+        app_runs.append((await closed_loop(make, concurrency=cfg.concurrency, seconds=cfg.seconds)).rps)
+        pg_runs.append(await asyncio.to_thread(_pgbench, database_url, cfg.seconds))
+    profile = await _profile(app, make, cfg)
+    a, p = statistics.median(app_runs), statistics.median(pg_runs)
+    return {
+        "app_orders_per_s": spread(app_runs),
+        "pgbench_tps": spread(pg_runs),
+        "ratio_app_to_pgbench": round(a / p, 3) if p else None,
+        "connections": 10,
+        "profile": profile,
+    }
+
+
+def _pgbench(database_url: str, seconds: float) -> float:
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
+        script.write(PGBENCH_SCRIPT)
+    parts = urllib.parse.urlsplit(database_url)
+    run = subprocess.run(
+        [
+            "pgbench",
+            "-n",
+            "-c",
+            "10",
+            "-j",
+            "2",
+            "-T",
+            str(max(1, int(seconds))),
+            "-f",
+            script.name,
+            "-h",
+            parts.hostname or "127.0.0.1",
+            "-p",
+            str(parts.port or 5432),
+            "-U",
+            parts.username or "postgres",
+            parts.path.lstrip("/"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    os.unlink(script.name)
+    match = re.search(r"tps = ([\d.]+)", run.stdout)
+    return round(float(match.group(1)), 1) if match else 0.0
+
+
+async def _profile(app: AppProcess, make: Any, cfg: Config) -> dict[str, Any]:
+    """py-spy samples the app while the fixed orders load runs: where its CPU goes, by leaf function and by
+    package (what is ours, what is the driver's, the web framework's, the event loop's)."""
+    spy = tool("py-spy") or tool(str(ROOT / ".venv" / "bin" / "py-spy"))
+    if spy is None:
+        return {"error": "py-spy not installed"}
+    out = Path(tempfile.mkdtemp()) / "profile.txt"
+    seconds = max(1, int(cfg.seconds))
+    recorder = await asyncio.create_subprocess_exec(
+        spy,
+        "record",
+        "--pid",
+        str(app.pid),
+        "--duration",
+        str(seconds),
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        "--nonblocking",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await closed_loop(make, concurrency=cfg.concurrency, seconds=seconds + 0.5)
+    await recorder.wait()
+    if not out.exists():
+        return {"error": "py-spy could not sample (ptrace not permitted?)"}
+    leaves: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        leaf = stack.split(";")[-1]
+        leaves[leaf] += n
+        packages[_package(leaf)] += n
+    return {
+        "samples": total,
+        "top_leaf_functions": [(name, round(100 * n / total, 1)) for name, n in leaves.most_common(12)],
+        "by_package_percent": {name: round(100 * n / total, 1) for name, n in packages.most_common()},
+    }
+
+
+def _package(frame: str) -> str:
+    for key, name in (
+        ("(app/", "app (ours)"),
+        ("/app/", "app (ours)"),
+        ("aiohttp", "aiohttp"),
+        ("aiopg", "aiopg"),
+        ("psycopg2", "psycopg2"),
+        ("asyncio", "asyncio"),
+        ("logging", "logging"),
+        ("multidict", "aiohttp"),
+        ("yarl", "aiohttp"),
+        ("aiojobs", "aiojobs"),
+        ("json", "json"),
+    ):
+        if key in frame:
+            return name
+    return "other"
+
+
+# --- 3. the load generator is not the bottleneck ----------------------------------------------------------------
+
+
+async def generator(app: AppProcess, cfg: Config) -> dict[str, Any]:
+    ours = await closed_loop(lambda i: ("GET", f"{app.base}/ping", None), concurrency=50, seconds=cfg.seconds)
+    result: dict[str, Any] = {"ours_rps": round(ours.rps, 1), "ours_p99_ms": pct_ms(ours.latencies, 99)}
+    if tool("wrk"):
+        run = await asyncio.to_thread(
+            subprocess.run,
+            ["wrk", "-t2", "-c50", f"-d{max(1, int(cfg.seconds))}s", f"{app.base}/ping"],
+            capture_output=True,
+            text=True,
+        )
+        match = re.search(r"Requests/sec:\s+([\d.]+)", run.stdout)
+        wrk = float(match.group(1)) if match else 0.0
+        result.update(wrk_rps=wrk, ratio_ours_to_wrk=round(ours.rps / wrk, 3) if wrk else None)
+    else:
+        result["wrk_rps"] = None
+    return result
+
+
+# --- 4. fan-out scale --------------------------------------------------------------------------------------------
+
+
+async def fanout(app: AppProcess, cfg: Config) -> dict[str, Any]:
+    rows = []
+    for n in cfg.fanout:
+        await asyncio.to_thread(app.reset)
+        before = await asyncio.to_thread(app.rss_kib)
+        figures = await _fan_out_once(app, "fixed", subscribers=n, messages=cfg.messages)
+        figures["rss_per_subscriber_kib"] = round((figures["rss_kib"] - before) / max(n, 1), 1)
+        rows.append(figures)
+    await asyncio.to_thread(app.reset)
+    broken_at = await _broken_capacity(app)
+    await asyncio.to_thread(app.reset)
+    result: dict[str, Any] = {"fixed": rows, "broken_subscribers_at_failure": broken_at}
+    if tool("redis-benchmark"):
+        n = 10_000 if cfg.smoke else 100_000
+        run = await asyncio.to_thread(
+            subprocess.run,
+            ["redis-benchmark", "-q", "-n", str(n), "-c", "50", "PUBLISH", "bench:none", "hello"],
+            capture_output=True,
+            text=True,
+        )
+        match = re.search(r"([\d.]+) requests per second", run.stdout.replace("\r", "\n"))
+        result["redis_benchmark_publish_per_s"] = float(match.group(1)) if match else None
+    return result
+
+
+async def _broken_capacity(app: AppProcess) -> int:
+    url = f"{app.base}/broken/events/bench-capacity"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True)) as http:
+        streams = []
+        for _ in range(200):
+            status, stream = await subscribe(http, url)
+            if status != 200:
+                break
+            streams.append(stream)
+        for stream in streams:
+            stream.close()
+    return len(streams)
+
+
+# --- 5. recovery after an aborted-request storm ------------------------------------------------------------------
+
+
+async def recovery(app: AppProcess, cfg: Config) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for variant in VARIANTS:
+        await asyncio.to_thread(app.reset)
+        baseline = (await asyncio.to_thread(state, app, variant))["postgres"]["pool_max"]
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True)) as http:
+
+            async def abandon(method: str, url: str, body: Any, after: float) -> None:
+                try:
+                    async with asyncio.timeout(after), http.request(method, url, json=body) as resp:
+                        await resp.read()
+                except (TimeoutError, aiohttp.ClientError):
+                    pass
+
+            storm = [
+                abandon("GET", f"{app.base}/{variant}/reports/slow?seconds={cfg.storm_seconds}", None, 0.3)
+                for _ in range(40)
+            ]
+            storm += [
+                abandon("POST", f"{app.base}/{variant}/orders?hold=0.2", {"customer": "s", "items": ITEMS}, 0.1)
+                for _ in range(40)
+            ]
+            await asyncio.gather(*storm)
+            ended = time.perf_counter()
+            recovered = None
+            while time.perf_counter() - ended < cfg.storm_seconds * 3 + 5:
+                s = await asyncio.to_thread(state, app, variant)
+                pg = s["postgres"]
+                if pg["pool_in_use"] == 0 and pg["backends_active"] == 0 and (pg["backends"] or 0) <= baseline:
+                    async with http.post(
+                        f"{app.base}/{variant}/orders?hold=0", json={"customer": "r", "items": ITEMS}
+                    ) as resp:
+                        if resp.status == 201:
+                            recovered = time.perf_counter() - ended
+                            break
+                await asyncio.sleep(0.05)
+        out[variant] = {"seconds_to_healthy": round(recovered, 2) if recovered is not None else None}
+    out["storm"] = f"40 slow reports ({cfg.storm_seconds:g} s) and 40 orders, all abandoned"
+    return out
+
+
+# --- the run -----------------------------------------------------------------------------------------------------
+
+BENCHMARKS = ("price_of_fix", "database_limit", "generator", "fanout", "recovery", "drivers")
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    cfg = Config.make(args.smoke)
+    only = set(args.only.split(",")) if args.only else set(BENCHMARKS)
+    out = Path(args.out)
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    database_url = Settings.from_env().database_url
+    log = out / "results" / "app.log.txt"
+    log.unlink(missing_ok=True)
+    app = AppProcess(log)
+    results: dict[str, Any] = {}
+    try:
+        for name in BENCHMARKS:
+            if name not in only:
+                continue
+            print(f"== {name}", flush=True)
+            started = time.perf_counter()
+            if name == "price_of_fix":
+                results[name] = await price_of_fix(app, cfg)
+            elif name == "database_limit":
+                results[name] = await database_limit(app, cfg, database_url)
+            elif name == "generator":
+                results[name] = await generator(app, cfg)
+            elif name == "fanout":
+                results[name] = await fanout(app, cfg)
+            elif name == "recovery":
+                results[name] = await recovery(app, cfg)
+            elif name == "drivers":
+                results[name] = await drivers.compare(database_url, cfg.seconds, cfg.concurrency, smoke=cfg.smoke)
+            results[name]["bench_seconds"] = round(time.perf_counter() - started, 1)
+            (out / "results" / f"{name}.json").write_text(json.dumps(results[name], indent=2) + "\n")
+            print(json.dumps(results[name])[:400], flush=True)
+    finally:
+        app.stop()
+    report.write(out, results, smoke=cfg.smoke)
+    print(f"wrote {out / 'RESULTS.md'}")
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: every benchmark in under a minute")
+    p.add_argument("--only", help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
+    p.add_argument("--out", default=str(ROOT / "bench"), help="where results/ and RESULTS.md go")
+    return asyncio.run(main_async(p.parse_args()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,35 @@
+"""``make bench BENCH_SMOKE=1``: every benchmark runs end to end with tiny sizes and writes its report.
+(The figures themselves are not asserted: timing belongs in the benchmarks, not in the tests.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from app.settings import Settings
+from tests.conftest import ROOT
+
+
+def test_bench_smoke(settings: Settings, tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url},
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for name in ("price_of_fix", "database_limit", "generator", "fanout", "recovery", "drivers"):
+        results = json.loads((tmp_path / "results" / f"{name}.json").read_text())
+        assert results["bench_seconds"] >= 0
+    assert (tmp_path / "results" / "price_of_fix.png").stat().st_size > 1000
+    text = (tmp_path / "RESULTS.md").read_text()
+    headings = ("price of each fix", "database's own limit", "load generator", "Fan-out", "Recovery", "Drivers")
+    assert all(heading in text for heading in headings), text
+    fanout = json.loads((tmp_path / "results" / "fanout.json").read_text())
+    assert fanout["broken_subscribers_at_failure"] == 20  # the broken pool's size: behaviour, not timing
+    assert all(row["missed"] == 0 and row["redis_connections_in_use"] <= 2 for row in fanout["fixed"])
