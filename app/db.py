@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import traceback
+
 import aiopg
+import psycopg2
 
 
 class VariantDb:
@@ -52,3 +55,15 @@ async def fetch_all(pool: aiopg.Pool, sql: str, args: object = None) -> list[tup
     async with pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute(sql, args)
         return [tuple(row) for row in await cur.fetchall()]
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """The database went away under us: a connection-level error, or aiopg's pool tripping over a pooled
+    connection that died while it was handing it out (``assert not conn.closed`` in ``Pool._acquire``: seen when
+    backends are terminated under load)."""
+    if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+        return True
+    if isinstance(exc, AssertionError):
+        frames = traceback.extract_tb(exc.__traceback__)
+        return bool(frames) and frames[-1].filename.endswith("aiopg/pool.py")
+    return False

@@ -13,6 +13,8 @@ import psycopg2
 import redis.exceptions
 from aiohttp import web
 
+from .db import connection_lost
+
 log = logging.getLogger("app")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -50,6 +52,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except psycopg2.Error as exc:
         log.warning("%s %s: database error: %s", request.method, request.path, type(exc).__name__)
         return database_error(exc)
+    except AssertionError as exc:
+        if not connection_lost(exc):
+            raise
+        log.warning("%s %s: a pooled connection died", request.method, request.path)
+        return json_error(503, "database unavailable")
     except redis.exceptions.RedisError as exc:
         log.warning("%s %s: redis error: %s", request.method, request.path, exc)
         return json_error(503, "redis unavailable", detail=type(exc).__name__)

@@ -26,6 +26,7 @@ from .keys import (
     traffic_key,
     variants_key,
 )
+from .openapi import openapi
 from .scenarios import pubsub
 
 log = logging.getLogger("app.ops")
@@ -182,6 +183,7 @@ def operator_allowed(request: web.Request) -> bool:
 
 
 ROUTES = [
+    web.get("/api/openapi.json", openapi),
     web.get("/ping", ping),
     web.get("/healthz", healthz),
     web.get("/api/state", state),

@@ -26,7 +26,7 @@ import psycopg2
 from aiohttp import web
 
 from .. import validation
-from ..db import fetch_all, fetch_one
+from ..db import connection_lost, fetch_all, fetch_one
 from ..errors import BadRequest, json_error
 from ..keys import admin_db_key, db_key, probe_key, variant_key
 
@@ -34,6 +34,7 @@ log = logging.getLogger("app.shield")
 
 ACCOUNTS = ("alice", "bob", "carol", "dave")
 INITIAL_BALANCE = 1_000_000
+RETRY_SECONDS = 60.0  # how long a transfer waits out an unreachable database before it is recorded failed
 RESET_SQL = f"TRUNCATE ledger, exports, transfers; UPDATE accounts SET balance = {INITIAL_BALANCE}"
 
 
@@ -148,45 +149,58 @@ async def _accept(request: web.Request, transfer: Transfer) -> uuid.UUID:
 
 
 async def _run_transfer(app: web.Application, transfer_id: uuid.UUID, hold: float) -> None:
+    """The transfer, retried while the database is unreachable or the transaction must be retried (a
+    restart, a terminated backend, a deadlock): safe, since it runs at most once. Any other error, or one that
+    outlasts RETRY_SECONDS, is recorded on the transfer, so it can never be lost silently."""
+    loop = asyncio.get_running_loop()
+    give_up, delay = loop.time() + RETRY_SECONDS, 0.1
+    while True:
+        try:
+            return await _transfer_once(app, transfer_id, hold)
+        except Exception as exc:
+            if not connection_lost(exc) or loop.time() + delay > give_up:
+                await _record_failure(app[db_key].pool, transfer_id, exc)
+                raise
+            log.warning("transfer %s: %s; retrying in %.1f s", transfer_id, type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def _transfer_once(app: web.Application, transfer_id: uuid.UUID, hold: float) -> None:
     """Debit, credit and ledger rows in one transaction, at most once per transfer id (the row is locked and
-    must still be 'accepted'). An error is recorded on the transfer, so it can never be lost silently."""
+    must still be 'accepted')."""
     variant, probe = app[variant_key], app[probe_key]
-    try:
-        async with app[db_key].pool.acquire() as conn, conn.cursor() as cur, cur.begin():
+    async with app[db_key].pool.acquire() as conn, conn.cursor() as cur, cur.begin():
+        await cur.execute(
+            "SELECT from_account, to_account, amount FROM transfers"
+            " WHERE id = %s AND status = 'accepted' FOR UPDATE",
+            (str(transfer_id),),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return  # done already: by another process, or before a crash
+        source, target, amount = row
+        probe.hit(f"{variant}.transfer")
+        await asyncio.sleep(hold)  # the slow step (a fraud check) inside the open transaction
+        # Lock both accounts in one order (by name), or two opposite transfers deadlock; NO KEY UPDATE,
+        # so as not to conflict with the foreign-key checks of transfers being accepted meanwhile.
+        await cur.execute(
+            "SELECT name FROM accounts WHERE variant = %s AND name IN (%s, %s) ORDER BY name FOR NO KEY UPDATE",
+            (variant, source, target),
+        )
+        for account, delta in ((source, -amount), (target, amount)):
             await cur.execute(
-                "SELECT from_account, to_account, amount FROM transfers"
-                " WHERE id = %s AND status = 'accepted' FOR UPDATE",
-                (str(transfer_id),),
+                "UPDATE accounts SET balance = balance + %s WHERE variant = %s AND name = %s",
+                (delta, variant, account),
             )
-            row = await cur.fetchone()
-            if row is None:
-                return  # done already: by another process, or before a crash
-            source, target, amount = row
-            probe.hit(f"{variant}.transfer")
-            await asyncio.sleep(hold)  # the slow step (a fraud check) inside the open transaction
-            # Lock both accounts in one order (by name), or two opposite transfers deadlock; NO KEY UPDATE,
-            # so as not to conflict with the foreign-key checks of transfers being accepted meanwhile.
             await cur.execute(
-                "SELECT name FROM accounts WHERE variant = %s AND name IN (%s, %s) ORDER BY name"
-                " FOR NO KEY UPDATE",
-                (variant, source, target),
+                "INSERT INTO ledger (transfer_id, account, delta) VALUES (%s, %s, %s)",
+                (str(transfer_id), account, delta),
             )
-            for account, delta in ((source, -amount), (target, amount)):
-                await cur.execute(
-                    "UPDATE accounts SET balance = balance + %s WHERE variant = %s AND name = %s",
-                    (delta, variant, account),
-                )
-                await cur.execute(
-                    "INSERT INTO ledger (transfer_id, account, delta) VALUES (%s, %s, %s)",
-                    (str(transfer_id), account, delta),
-                )
-            await cur.execute(
-                "UPDATE transfers SET status = 'committed', finished_at = now() WHERE id = %s", (str(transfer_id),)
-            )
-        probe.hit(f"{variant}.committed")
-    except Exception as exc:
-        await _record_failure(app[db_key].pool, transfer_id, exc)
-        raise
+        await cur.execute(
+            "UPDATE transfers SET status = 'committed', finished_at = now() WHERE id = %s", (str(transfer_id),)
+        )
+    probe.hit(f"{variant}.committed")
 
 
 async def _record_failure(pool: aiopg.Pool, transfer_id: uuid.UUID, exc: Exception) -> None:

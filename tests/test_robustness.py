@@ -1,0 +1,125 @@
+"""Bad input, generated: whatever arrives, the fixed variant answers it without a 5xx, a rejected request
+writes nothing, and every error is JSON. Also: the OpenAPI description covers every route."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.keys import variants_key
+from app.openapi import SPEC
+from tests.conftest import App
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=300),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=30,
+)
+FIELDS = ("customer", "items", "sku", "qty", "from", "to", "amount", "data")
+LIKELY = st.dictionaries(st.sampled_from(FIELDS), JSON | st.lists(st.dictionaries(st.sampled_from(FIELDS), JSON)))
+BODIES = st.one_of(
+    JSON.map(lambda v: json.dumps(v).encode()), LIKELY.map(lambda v: json.dumps(v).encode()), st.binary()
+)
+ROUTES = ["/fixed/orders?hold=0", "/fixed/transfers?hold=0", "/fixed/events/fuzz"]
+
+
+def call(base: str, method: str, path: str, body: bytes | None = None) -> tuple[int, Any, str]:
+    request = urllib.request.Request(
+        base + path, data=body, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, resp.read(), resp.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), exc.headers.get("Content-Type", "")
+
+
+def written(base: str) -> tuple[int, int]:
+    orders = json.loads(call(base, "GET", "/fixed/orders/stats")[1])["orders"]
+    transfers = json.loads(call(base, "GET", "/fixed/transfers/stats")[1])["accepted"]
+    return orders, transfers
+
+
+@pytest.fixture
+def served(spawn_app: Callable[..., App]) -> str:
+    return spawn_app().base
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(route=st.sampled_from(ROUTES), body=BODIES)
+def test_generated_bodies(served: str, route: str, body: bytes) -> None:
+    before = written(served)
+    status, payload, content_type = call(served, "POST", route, body)
+    assert status < 500, (status, payload)
+    if status >= 400:
+        assert content_type.startswith("application/json")
+        assert isinstance(json.loads(payload)["error"], str)
+        assert written(served) == before  # a rejected request writes nothing
+
+
+def _harmless(value: str, hi: float) -> str:
+    """A generated number that is valid would make the request wait up to ``hi`` seconds: use 0 instead."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return "0" if math.isfinite(number) and 0 <= number <= hi else value
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    param=st.sampled_from([("/fixed/reports/slow", "seconds", 30), ("/fixed/export", "pace", 1)]),
+    value=st.text(max_size=30) | st.floats().map(str) | st.integers().map(str),
+)
+def test_generated_query_numbers(served: str, param: tuple[str, str, float], value: str) -> None:
+    path, name, hi = param
+    query = urllib.parse.urlencode({name: _harmless(value, hi)})
+    status, payload, _ = call(served, "GET", f"{path}?{query}")
+    assert status in (200, 400), (status, payload)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(channel=st.text(min_size=1, max_size=400))
+def test_generated_channel_names(served: str, channel: str) -> None:
+    status, payload, _ = call(
+        served, "POST", "/fixed/events/" + urllib.parse.quote(channel, safe=""), b'{"data": "x"}'
+    )
+    assert status in (202, 400, 404), (status, payload)
+
+
+def test_wrong_methods_and_unknown_routes(served: str) -> None:
+    for method, path in [
+        ("PUT", "/fixed/orders"),
+        ("DELETE", "/api/state"),
+        ("GET", "/fixed/nothing"),
+        ("GET", "/x"),
+    ]:
+        status, payload, content_type = call(served, method, path)
+        assert status in (404, 405) and content_type.startswith("application/json"), (method, path, payload)
+
+
+async def test_openapi_describes_every_route(client: TestClient) -> None:
+    spec = await (await client.get("/api/openapi.json")).json()
+    assert spec == json.loads(json.dumps(SPEC))
+    described = {(path, method.upper()) for path, ops in spec["paths"].items() for method in ops}
+    apps = [client.app, *client.app[variants_key].values()]
+    served = {
+        (re.sub(r"^/(broken|fixed)/", "/{variant}/", route.resource.canonical), route.method)
+        for app in apps
+        for route in app.router.routes()
+        if route.resource is not None and route.method != "HEAD"
+    }
+    dashboard_only = {"/", "/static", "/api/state/stream", "/api/load"}
+    served = {(path, method) for path, method in served if path not in dashboard_only}
+    assert served <= described, served - described
