@@ -43,7 +43,7 @@ async def index(request: web.Request) -> web.FileResponse:
 async def state_stream(request: web.Request) -> web.StreamResponse:
     """The snapshots, as an event stream, through the fixed variant's hub (bounded inbox, heartbeats, bye)."""
     fixed = request.app[variants_key]["fixed"]
-    live: set[web.StreamResponse] = request.app[dashboards_key]
+    live = request.app[dashboards_key]
     async with fixed[hub_key].subscribe(channel(request.app)) as inbox, sse.stream(request, live) as response:
         await sse.send(response, sse.Event("message", json.dumps(await ops.snapshot(request.app))))
         async for event in inbox.events(heartbeat=request.app[settings_key].sse_heartbeat):
@@ -121,7 +121,7 @@ async def monitor_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def setup(app: web.Application) -> None:
-    app[dashboards_key] = set()
+    app[dashboards_key] = {}
     app.cleanup_ctx.append(monitor_ctx)
     app.cleanup_ctx.append(loads_ctx)  # closes last: a running load is stopped after the publisher
     app.cleanup_ctx.append(publisher_ctx)

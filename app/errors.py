@@ -31,6 +31,13 @@ class BadRequest(web.HTTPBadRequest):
         super().__init__(text=json.dumps({"error": message}), content_type="application/json")
 
 
+class ServiceUnavailable(web.HTTPServiceUnavailable):
+    """A 503 whose body is the JSON error: over a bound, try again later."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(text=json.dumps({"error": message}), content_type="application/json")
+
+
 def database_error(exc: psycopg2.Error) -> web.Response:
     """503 for a Postgres that refuses or is gone; the server's own words only when they are about capacity."""
     first_line = (str(exc).strip().splitlines() or [""])[0].removeprefix("FATAL:").strip()

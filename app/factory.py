@@ -58,7 +58,7 @@ def variant_app(settings: Settings, variant: Variant, probe: Probe) -> web.Appli
     app[settings_key] = settings
     app[probe_key] = probe  # the root's, shared: jobs that outlive their request only know this app
     app[variant_key] = variant
-    app[streams_key] = set()
+    app[streams_key] = {}
     app.cleanup_ctx.append(pg_ctx)
     app.cleanup_ctx.append(redis_ctx)
     for scenario in SCENARIOS:

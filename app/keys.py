@@ -20,14 +20,14 @@ admin_db_key = web.AppKey("admin_db", aiopg.Pool)
 variants_key = web.AppKey("variants", dict[str, web.Application])
 traffic_key = web.AppKey("traffic", Traffic)
 metrics_key = web.AppKey("metrics", Metrics)
-dashboards_key = web.AppKey("dashboards", set[web.StreamResponse])  # open dashboard streams
+dashboards_key = web.AppKey("dashboards", dict[web.StreamResponse, str])  # open dashboard streams
 loads_key = web.AppKey("loads", LoadRunner)
 
 # On each variant's sub-application (/broken, /fixed): its own resources, so one cannot starve the other.
 variant_key = web.AppKey("variant", str)
 db_key = web.AppKey("db", VariantDb)
 redis_key = web.AppKey("redis", Redis)
-streams_key = web.AppKey("streams", set[web.StreamResponse])  # live event streams of the variant
+streams_key = web.AppKey("streams", dict[web.StreamResponse, str])  # live event streams -> client address
 hub_key = web.AppKey("hub", Hub)  # fixed variant only: the process's one Redis subscription
 
 __all__ = [

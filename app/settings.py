@@ -30,6 +30,9 @@ class Settings:
     # Event streams: a comment every sse_heartbeat quiet seconds; a slow subscriber's inbox holds this many.
     sse_heartbeat: float = 15.0
     sse_queue_size: int = 100
+    # Open event streams allowed per variant in this process, and per client address (503 beyond).
+    max_subscribers: int = 10_000
+    max_subscribers_per_client: int = 5_000
     # aiohttp's line per request: off by default (it costs ~4% under load and floods the terminal).
     access_log: bool = False
     # Conference mode (DEMO=1): aiomonitor on 127.0.0.1, terminal UI on monitor_port, web UI on +1.

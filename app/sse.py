@@ -23,19 +23,19 @@ HEARTBEAT = Event("heartbeat")
 
 
 @asynccontextmanager
-async def stream(request: web.Request, live: set[web.StreamResponse]) -> AsyncIterator[web.StreamResponse]:
-    """An open event stream, counted in ``live`` while it lasts. The ``: ready`` comment tells the client its
-    subscription is live, so what is published from now on reaches it."""
+async def stream(request: web.Request, live: dict[web.StreamResponse, str]) -> AsyncIterator[web.StreamResponse]:
+    """An open event stream, kept in ``live`` (with its client's address) while it lasts. The ``: ready``
+    comment tells the client its subscription is live, so what is published from now on reaches it."""
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
-    await response.prepare(request)
-    await response.write(b": ready\n\n")
-    live.add(response)
+    live[response] = request.remote or ""  # counted before the client hears it is ready
     try:
+        await response.prepare(request)
+        await response.write(b": ready\n\n")
         yield response
     finally:
-        live.discard(response)
+        live.pop(response, None)
 
 
 async def send(response: web.StreamResponse, event: Event) -> None:

@@ -152,6 +152,16 @@ def write(out: Path, results: dict[str, Any], *, smoke: bool) -> None:
             "shield around the whole unit, as the fixed variant does) make it safe.",
             "",
         ]
+    if "soak" in results and "drift" in results["soak"]:
+        r = results["soak"]
+        lines += [
+            "## 7. Soak (fixed scenarios together, with disconnects)",
+            "",
+            f"{r['minutes']} minutes at a steady rate: verdict **{r['verdict']}**; drift after the warm-up: "
+            + ", ".join(f"{k} {v}" for k, v in r["drift"].items())
+            + ".",
+            "",
+        ]
     (out / "RESULTS.md").write_text("\n".join(lines) + "\n")
 
 

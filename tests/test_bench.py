@@ -23,12 +23,20 @@ def test_bench_smoke(settings: Settings, tmp_path: Path) -> None:
         env={**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url},
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    for name in ("price_of_fix", "database_limit", "generator", "fanout", "recovery", "drivers"):
+    for name in ("price_of_fix", "database_limit", "generator", "fanout", "recovery", "drivers", "soak"):
         results = json.loads((tmp_path / "results" / f"{name}.json").read_text())
         assert results["bench_seconds"] >= 0
     assert (tmp_path / "results" / "price_of_fix.png").stat().st_size > 1000
     text = (tmp_path / "RESULTS.md").read_text()
-    headings = ("price of each fix", "database's own limit", "load generator", "Fan-out", "Recovery", "Drivers")
+    headings = (
+        "price of each fix",
+        "database's own limit",
+        "load generator",
+        "Fan-out",
+        "Recovery",
+        "Drivers",
+        "Soak",
+    )
     assert all(heading in text for heading in headings), text
     fanout = json.loads((tmp_path / "results" / "fanout.json").read_text())
     assert fanout["broken_subscribers_at_failure"] == 20  # the broken pool's size: behaviour, not timing

@@ -252,3 +252,28 @@ async def test_fixed_streams_send_heartbeats(aiohttp_client, settings: Settings)
             assert await stream.next() == SseEvent("comment", "heartbeat")
             assert await stream.next() == SseEvent("comment", "heartbeat")
         stream.close()
+
+
+async def test_subscribers_are_bounded(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    """Per client address, then per process: beyond either bound a new stream gets 503 JSON."""
+    bounded = dataclasses.replace(settings, max_subscribers=6, max_subscribers_per_client=4)
+    client = await aiohttp_client(create_app(bounded))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True)) as session:
+        streams, refused = await open_streams(session, url(client, "/fixed/events/many"), 5)
+        assert len(streams) == 4
+        assert refused == [(503, {"error": "too many subscribers from one client (limit 4)"})]
+        for stream in streams:
+            stream.close()
+    await client.app[probe_key].reached("fixed.cancelled", 4)
+    assert (await stats(client, "fixed"))["subscribers"] == 0
+
+
+async def test_subscribers_per_process_bound(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    bounded = dataclasses.replace(settings, max_subscribers=3)
+    client = await aiohttp_client(create_app(bounded))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True)) as session:
+        streams, refused = await open_streams(session, url(client, "/broken/events/many"), 4)
+        assert len(streams) == 3
+        assert refused == [(503, {"error": "too many subscribers (limit 3 per process)"})]
+        for stream in streams:
+            stream.close()

@@ -213,3 +213,29 @@ async def _quiet_process(base: str, variant: str) -> None:
 
     s = await poll(state, lambda s: s["jobs"]["active"] + s["jobs"]["pending"] == 0, timeout=20)
     assert s["jobs"]["active"] + s["jobs"]["pending"] == 0
+
+
+async def test_fixed_hang_up_while_accepting_still_runs_the_transfer(
+    client: TestClient, settings: Settings
+) -> None:
+    """Found by the soak: a client hanging up while its transfer was being accepted left an accepted row with
+    no job (15 in 2 minutes). Accept and hand-over are now one shielded unit. Here the INSERTs are held on the
+    server by a lock this test takes on the account (the foreign-key check waits for it) while every client
+    hangs up; once the lock goes, each accepted transfer runs."""
+    probe = client.app[probe_key]
+    blocker = psycopg2.connect(settings.database_url)
+    try:
+        with blocker.cursor() as cur:
+            cur.execute("SELECT 1 FROM accounts WHERE variant = 'fixed' AND name = 'alice' FOR UPDATE")
+        async with Callers(client) as callers:
+            for _ in range(5):
+                callers.start("POST", "/fixed/transfers?hold=0", json=GOOD)
+            await probe.reached("fixed.accepting", 5)
+        await probe.reached("fixed.cancelled", 5)
+    finally:
+        blocker.commit()
+        blocker.close()
+    await probe.reached("fixed.committed", 5)
+    await quiet(client, "fixed")
+    figures = await stats(client, "fixed")
+    assert (figures["accepted"], figures["committed"], figures["lost"]) == (5, 5, 0)

@@ -17,7 +17,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from .. import sse, validation
-from ..errors import BadRequest
+from ..errors import BadRequest, ServiceUnavailable
 from ..hub import Hub
 from ..keys import hub_key, redis_key, settings_key, streams_key, variant_key
 
@@ -29,6 +29,7 @@ async def broken_events(request: web.Request) -> web.StreamResponse:
     that hangs up cancels the handler inside ``listen()`` with nothing to close the ``PubSub``: its connection
     is never returned. Once the pool is used up every Redis call of the variant fails."""
     channel = _channel(request)
+    _admit(request)
     pubsub = request.app[redis_key].pubsub()
     await pubsub.subscribe(channel)
     await pubsub.get_message(timeout=5)  # the confirmation: from now on the channel reaches us
@@ -44,6 +45,7 @@ async def fixed_events(request: web.Request) -> web.StreamResponse:
     client loses its oldest messages and is told, instead of stalling the others), heartbeats so a dead client
     is noticed, and a ``bye`` at shutdown so the stream ends instead of holding the server up."""
     channel = _channel(request)
+    _admit(request)
     heartbeat = request.app[settings_key].sse_heartbeat
     async with (
         request.app[hub_key].subscribe(channel) as inbox,
@@ -77,6 +79,18 @@ def figures(app: web.Application) -> dict[str, int]:
 
 
 # --- plumbing shared by both variants -----------------------------------------------------------------------
+
+
+def _admit(request: web.Request) -> None:
+    """Bound the streams: per variant in this process, and per client address (503 JSON beyond)."""
+    settings, live = request.app[settings_key], request.app[streams_key]
+    if len(live) >= settings.max_subscribers:
+        raise ServiceUnavailable(f"too many subscribers (limit {settings.max_subscribers} per process)")
+    mine = sum(1 for address in live.values() if address == (request.remote or ""))
+    if mine >= settings.max_subscribers_per_client:
+        raise ServiceUnavailable(
+            f"too many subscribers from one client (limit {settings.max_subscribers_per_client})"
+        )
 
 
 def _channel(request: web.Request) -> str:

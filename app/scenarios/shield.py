@@ -41,7 +41,7 @@ RESET_SQL = f"TRUNCATE ledger, exports, transfers; UPDATE accounts SET balance =
 async def broken_create_transfer(request: web.Request) -> web.Response:
     """The transfer runs in a bare task: it survives the client leaving, but nobody owns it. At SIGTERM the
     app closes its pool under it and cancels what is left: accepted transfers are lost, their errors never
-    retrieved (and a task nobody references can even be garbage-collected mid-flight)."""
+    retrieved. And a client that hangs up while the INSERT is on its way gets the row written but no task."""
     transfer, hold = await _transfer_request(request)
     transfer_id = await _accept(request, transfer)
     asyncio.create_task(_run_transfer(request.app, transfer_id, hold))  # noqa: RUF006 (the pitfall)
@@ -49,16 +49,24 @@ async def broken_create_transfer(request: web.Request) -> web.Response:
 
 
 async def fixed_create_transfer(request: web.Request) -> web.Response:
-    """The transfer is an aiojobs job: the scheduler owns it, waits for it at shutdown before the pool closes,
-    and bounds how many there are (503 before accepting what it could not queue). One that a crash left
-    accepted is completed at the next start, exactly once."""
+    """Accepting and handing over to aiojobs are one shielded unit: a hang-up cannot land between them. The
+    scheduler owns the transfer, waits for it at shutdown before the pool closes, and bounds how many there
+    are (503 before accepting what it could not queue). One that a crash left accepted is completed at the
+    next start, exactly once."""
     transfer, hold = await _transfer_request(request)
     scheduler = aiojobs.aiohttp.get_scheduler(request)
     if scheduler.pending_count >= scheduler.pending_limit:
         return json_error(503, "too many transfers in progress, try again later")
-    transfer_id = await _accept(request, transfer)
-    await aiojobs.aiohttp.spawn(request, _run_transfer(request.app, transfer_id, hold))
+    transfer_id = await aiojobs.aiohttp.shield(request, _accept_and_spawn(request, scheduler, transfer, hold))
     return web.json_response({"transfer_id": str(transfer_id)}, status=202)
+
+
+async def _accept_and_spawn(
+    request: web.Request, scheduler: aiojobs.Scheduler, transfer: Transfer, hold: float
+) -> uuid.UUID:
+    transfer_id = await _accept(request, transfer)
+    await scheduler.spawn(_run_transfer(request.app, transfer_id, hold))
+    return transfer_id
 
 
 async def broken_export(request: web.Request) -> web.StreamResponse:
@@ -140,6 +148,7 @@ async def _transfer_request(request: web.Request) -> tuple[Transfer, float]:
 async def _accept(request: web.Request, transfer: Transfer) -> uuid.UUID:
     """Durably record the transfer as accepted: from here on, losing it is the service's fault."""
     transfer_id = uuid.uuid4()
+    request.app[probe_key].hit(f"{request.app[variant_key]}.accepting")  # the INSERT goes out right after
     async with request.app[db_key].pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute(
             "INSERT INTO transfers (id, variant, from_account, to_account, amount) VALUES (%s, %s, %s, %s, %s)",
