@@ -18,6 +18,8 @@ from typing import Any
 
 import aiohttp
 
+from scripts._common import wait_healthy
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,17 +45,10 @@ class AppProcess:
                 stdout=out,
                 stderr=out,
             )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.base}/healthz", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"app did not start; see {log}")
-            time.sleep(0.1)
+        try:
+            wait_healthy(self.base, 30, self.proc)
+        except RuntimeError as exc:
+            raise SystemExit(f"{exc}; see {log}") from None
 
     @property
     def pid(self) -> int:

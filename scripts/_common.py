@@ -6,8 +6,10 @@ import asyncio
 import ipaddress
 import json
 import socket
+import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -132,6 +134,22 @@ async def poll(
         if until(value) or loop.time() > give_up:
             return value
         await asyncio.sleep(0.1)
+
+
+def wait_healthy(base: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until ``base``/healthz answers 200; RuntimeError if ``proc`` exits or ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the app exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{base} was not healthy within {timeout:.0f} s")
 
 
 def cannot_reach(base: str, exc: BaseException) -> int:

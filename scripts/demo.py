@@ -15,8 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
+
+from . import _common
 
 SCRIPT = """
   Dashboard   {base}/        (F11 for full screen; large type, works offline)
@@ -43,18 +44,10 @@ def free(port: int) -> bool:
 
 
 def wait_healthy(base: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise SystemExit(f"the app exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{base} was not healthy within {timeout:.0f} s")
+    try:
+        _common.wait_healthy(base, timeout, proc)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from app.factory import create_app
 from app.migrate import migrate
 from app.scenarios import RESET_SQL
 from app.settings import VARIANTS, Settings, database_name, with_database
+from scripts._common import wait_healthy
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/pitfalls_test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -146,16 +147,11 @@ def spawn_app(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., App]
             )
         app = App(f"http://127.0.0.1:{port}", proc, log, clean_log)
         apps.append(app)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if get(f"{app.base}/healthz")[0] == 200:
-                    return app
-            except OSError:
-                pass
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "app did not become healthy in 20 s"
-            time.sleep(0.1)
+        try:
+            wait_healthy(app.base, 20, proc)
+        except RuntimeError as exc:
+            pytest.fail(f"{exc}\n{log.read_text()}", False)
+        return app
 
     yield spawn
     for app in apps:
