@@ -136,6 +136,13 @@ async def poll(
         await asyncio.sleep(0.1)
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on right now (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def wait_healthy(base: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
     """Block until ``base``/healthz answers 200; RuntimeError if ``proc`` exits or ``timeout`` passes first."""
     deadline = time.monotonic() + timeout

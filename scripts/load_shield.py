@@ -14,7 +14,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from ._common import Progress, Tally, cannot_reach, fetch_json, finish, poll, variant_state
+from ._common import Progress, Tally, cannot_reach, fetch_json, finish, free_port, poll, variant_state
 
 ACCOUNTS = ("alice", "bob", "carol", "dave")
 BAD_LOG_LINES = ("Task was destroyed but it is pending", "never retrieved")
@@ -42,9 +41,7 @@ class Child:
     """``python -m app`` on a free loopback port, its output in a log file."""
 
     def __init__(self, log: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
         with log.open("a") as out:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from app.factory import create_app
 from app.migrate import migrate
 from app.scenarios import RESET_SQL
 from app.settings import VARIANTS, Settings, database_name, with_database
-from scripts._common import wait_healthy
+from scripts._common import free_port, wait_healthy
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/pitfalls_test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -96,6 +95,7 @@ async def client(aiohttp_client, app: web.Application) -> TestClient:  # type: i
 
 
 ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["ROOT", "App", "free_port", "get"]  # what the test modules import from here
 BAD_LOG_LINES = ("Task was destroyed but it is pending", "never retrieved", "Traceback")
 
 
@@ -105,12 +105,6 @@ def get(url: str) -> tuple[int, dict]:
             return resp.status, json.load(resp)
     except urllib.error.HTTPError as exc:
         return exc.code, json.load(exc)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

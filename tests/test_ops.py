@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 from aiohttp import web
 from aiohttp.test_utils import TestClient, make_mocked_request
 
@@ -11,14 +9,8 @@ from app import ops
 from app.factory import create_app
 from app.keys import probe_key
 from app.settings import Settings, with_database
+from tests.conftest import free_port
 from tests.helpers import Callers, get_json, poll, variant_state
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_healthz_ok(client: TestClient) -> None:
@@ -28,7 +20,7 @@ async def test_healthz_ok(client: TestClient) -> None:
 
 
 async def test_healthz_503_when_redis_is_unreachable(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
-    bad = Settings(database_url=settings.database_url, redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    bad = Settings(database_url=settings.database_url, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     client = await aiohttp_client(create_app(bad))
     resp = await client.get("/healthz")
     assert resp.status == 503
@@ -39,7 +31,7 @@ async def test_healthz_503_when_redis_is_unreachable(aiohttp_client, settings: S
 
 
 async def test_healthz_503_when_postgres_is_unreachable(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
-    url = settings.database_url.replace(":5432/", f":{closed_port()}/")
+    url = settings.database_url.replace(":5432/", f":{free_port()}/")
     client = await aiohttp_client(create_app(Settings(database_url=url, redis_url=settings.redis_url)))
     resp = await client.get("/healthz")
     assert resp.status == 503
