@@ -4,7 +4,11 @@ Each subscriber reads from its own bounded inbox. Policy for a slow subscriber: 
 dropped (and counted) so the hub never waits for it, and it is told how many it missed with a ``gap`` event.
 A channel is subscribed in Redis on its first local subscriber and unsubscribed after its last. If the Redis
 connection dies the hub reconnects with backoff, re-subscribes, and every subscriber gets a ``gap`` event:
-what was published meanwhile is lost, and the client should know it rather than see silence.
+what was published meanwhile is lost, and the client should know it rather than see silence. The backoff
+grows while connections keep dropping and resets only once one has stayed up for ``STABLE`` seconds. Any
+other failure of the listener (a bug, a payload it cannot handle) is logged and treated like a lost
+connection: the loop never dies while the app runs. A payload that is not UTF-8 is delivered with the bad
+bytes replaced (U+FFFD), counted in ``malformed`` and logged.
 """
 
 from __future__ import annotations
@@ -18,16 +22,30 @@ from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import sse
+from . import sse, tasks
+from .logs import Throttled
 
 log = logging.getLogger("app.hub")
+throttled = Throttled(log)
 
 BYE = sse.Event("bye")
 SUBSCRIBE_TIMEOUT = 5.0
+FIRST_DELAY, MAX_DELAY = 0.1, 5.0  # reconnect backoff, doubling
+STABLE = 5.0  # a connection up this long resets the backoff
+# The hub owns reconnecting: redis-py must not retry (nor reconnect before raising, which it does even with
+# 0 retries: a second connection per attempt). No supported errors means every error reaches the hub.
+NO_RETRY = Retry(NoBackoff(), 0, supported_errors=())
+
+
+def hub_client(url: str, *, name: str) -> Redis:
+    """A Redis client fit for a hub: one connection, and errors straight to the hub."""
+    return Redis.from_url(url, max_connections=1, client_name=name, retry=NO_RETRY)
 
 
 class Inbox:
@@ -87,6 +105,8 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.reconnects = 0
+        self.malformed = 0  # payloads that were not UTF-8, delivered with the bad bytes replaced
+        self.delays: list[float] = []  # the backoff before each reconnect, newest last (the last 20)
 
     def __repr__(self) -> str:
         return f"<Hub channels={len(self._inboxes)} subscribers={self.subscribers} reconnects={self.reconnects}>"
@@ -102,7 +122,8 @@ class Hub:
 
     @property
     def connected(self) -> bool:
-        return self._ready.is_set()
+        """Subscribed, and the listener really running (a dead task cannot be connected)."""
+        return self._ready.is_set() and self._task is not None and not self._task.done()
 
     async def start(self, *, wait: float = 2.0) -> None:
         """Start the listener and give it ``wait`` seconds to connect; a Redis that is down does not stop the
@@ -120,12 +141,14 @@ class Hub:
                 inbox.close()
 
     async def close(self) -> None:
+        """Stop the listener (bounded, re-cancelling: see ``tasks.stop``) and give its connection back. A
+        cancellation of the caller propagates; the connection is dropped all the same."""
         self.shutdown()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._drop_connection()
+        try:
+            if self._task is not None:
+                await tasks.stop(self._task)
+        finally:
+            await self._drop_connection()  # cancelled too? the client's aclose() closes what is left
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Inbox]:
@@ -164,22 +187,29 @@ class Hub:
             raise RedisConnectionError("hub could not subscribe: Redis unreachable") from None
 
     async def _run(self) -> None:
-        delay = 0.1
+        loop = asyncio.get_running_loop()
+        delay = FIRST_DELAY
         while not self._closing:
+            up_since = None
             try:
                 await self._connect()
-                delay = 0.1
+                up_since = loop.time()
                 while True:
                     self._dispatch(await self._pubsub.get_message(timeout=None))  # type: ignore[union-attr]
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                self.reconnects += 1
                 log.warning("hub lost Redis (%s); reconnecting in %.1f s", exc, delay)
-                await self._drop_connection()
-                for inboxes in self._inboxes.values():
-                    for inbox in inboxes:
-                        inbox.put(sse.gap(reason="redis reconnect"))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            except Exception:  # a bug must not end the fan-out for the life of the process
+                log.exception("hub listener failed; reconnecting in %.1f s", delay)
+            if up_since is not None and loop.time() - up_since >= STABLE:
+                delay = FIRST_DELAY  # that connection held: start the backoff over
+            self.reconnects += 1
+            self.delays = [*self.delays[-19:], delay]
+            await self._drop_connection()
+            for inboxes in self._inboxes.values():
+                for inbox in inboxes:
+                    inbox.put(sse.gap(reason="redis reconnect"))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_DELAY)
 
     async def _connect(self) -> None:
         """A fresh PubSub, subscribed to the control channel and every channel with local subscribers."""
@@ -211,6 +241,17 @@ class Hub:
             if channel == self._control:
                 self._ready.set()
         elif message["type"] == "message":
-            event = sse.Event("message", message["data"].decode())
+            try:
+                data = message["data"].decode()
+            except UnicodeDecodeError:
+                data = message["data"].decode(errors="replace")
+                self.malformed += 1
+                throttled.warning(
+                    "malformed",
+                    "hub: a payload on %s was not UTF-8; delivered with U+FFFD (%d so far)",
+                    channel,
+                    self.malformed,
+                )
+            event = sse.Event("message", data)
             for inbox in self._inboxes.get(channel, ()):
                 inbox.put(event)

@@ -14,11 +14,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from .. import sse, validation
 from ..errors import BadRequest, ServiceUnavailable
-from ..hub import Hub
+from ..hub import Hub, hub_client
 from ..keys import hub_key, redis_key, settings_key, streams_key, variant_key
 
 RESET_SQL = None  # nothing in Postgres; /api/reset gives the Redis pools back
@@ -105,13 +104,15 @@ def _channel(request: web.Request) -> str:
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     """The fixed variant's hub, on a Redis client of its own: one connection, no silent retries."""
     settings = app[settings_key]
-    redis = Redis.from_url(settings.redis_url, max_connections=1, client_name=f"{settings.namespace}-hub")
+    redis = hub_client(settings.redis_url, name=f"{settings.namespace}-hub")
     hub = Hub(redis, control_channel=f"{settings.namespace}:hub", queue_size=settings.sse_queue_size)
     await hub.start()
     app[hub_key] = hub
     yield
-    await hub.close()
-    await redis.aclose()
+    try:
+        await hub.close()
+    finally:
+        await redis.aclose()
 
 
 async def _wake_streams(app: web.Application) -> None:

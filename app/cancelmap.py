@@ -1,0 +1,188 @@
+"""The cancellation map: run a unit of work once to record its suspension points, then once per point with a
+cancellation delivered exactly there, and report what the caller saw at each.
+
+Every ``await``, every step of an ``async for`` and every entry and exit of an ``async with`` that really
+suspends is a point where a task can be cancelled. ``explore`` makes each of them happen on purpose.
+
+How a cancel is delivered "at the k-th suspension": the unit's coroutine is driven by ``_Driven``, a thin
+awaitable that passes every value between the coroutine and its task, counting the times the coroutine
+suspends. At the k-th it calls ``task.cancel()`` while the task is still inside that step, so asyncio cancels
+the very future the unit is suspended on — what a client hang-up does to a handler, without the timing.
+Only public coroutine attributes are read (``cr_await``, ``cr_frame``, ``gi_yieldfrom``): see ``chain``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import linecache
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+PROJECT = Path(__file__).resolve().parent.parent
+SETTLE = 5.0  # how long a cancelled unit may take to finish its cleanup before it counts as hung
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """Where a unit was suspended: the outermost frame of the project's own code, and the innermost awaitable."""
+
+    where: str  # "app/hub.py:123"
+    line: str  # the source line there
+    awaiting: str  # what the innermost coroutine waits on, e.g. "Future" or "aiopg.connection._poll"
+
+
+@dataclass
+class Trial:
+    k: int  # cancelled at its k-th suspension (1-based)
+    point: Point | None
+    outcome: str  # "cancelled", "returned" (the cancel was swallowed), "raised <Exc>", "hung"
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def held(self) -> bool:
+        return not self.violations
+
+
+def chain(coro: Any) -> list[Any]:
+    """The chain of awaitables a suspended coroutine is waiting through, outermost first. The one function
+    here that reads coroutine internals (public attributes on 3.11 to 3.13)."""
+    out = []
+    while coro is not None:
+        out.append(coro)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return out
+
+
+def locate(coro: Any) -> Point:
+    frames: list[FrameType] = []
+    innermost = "?"
+    for link in chain(coro):
+        frame = getattr(link, "cr_frame", None) or getattr(link, "gi_frame", None)
+        if frame is not None:
+            frames.append(frame)
+            innermost = f"{frame.f_globals.get('__name__', '?')}.{frame.f_code.co_name}"
+        else:
+            innermost = type(link).__name__
+    ours = [f for f in frames if _ours(f.f_code.co_filename)]
+    frame = ours[-1] if ours else (frames[-1] if frames else None)
+    if frame is None:
+        return Point("?", "", innermost)
+    filename, lineno = frame.f_code.co_filename, frame.f_lineno
+    where = f"{_relative(filename)}:{lineno}"
+    return Point(where, linecache.getline(filename, lineno).strip(), innermost)
+
+
+def _ours(filename: str) -> bool:
+    path = Path(filename)
+    return path.is_relative_to(PROJECT) and ".venv" not in path.parts and path.name != "cancelmap.py"
+
+
+def _relative(filename: str) -> str:
+    path = Path(filename)
+    return str(path.relative_to(PROJECT)) if path.is_relative_to(PROJECT) else path.name
+
+
+class _Driven:
+    """Awaits ``coro`` step by step, recording each suspension; cancels its own task at the ``cancel_at``-th."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], cancel_at: int | None) -> None:
+        self.coro = coro
+        self.cancel_at = cancel_at
+        self.points: list[Point] = []
+        self.delivered = False
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        task = asyncio.current_task()
+        assert task is not None
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        while True:
+            try:
+                if to_throw is not None:
+                    error, to_throw = to_throw, None
+                    yielded = self.coro.throw(error)
+                else:
+                    yielded = self.coro.send(to_send)
+            except StopIteration as stop:
+                return stop.value
+            self.points.append(locate(self.coro))
+            if len(self.points) == self.cancel_at:
+                self.delivered = True
+                task.cancel()  # the task is mid-step: asyncio cancels the future we are about to wait on
+            try:
+                to_send = yield yielded
+            except BaseException as exc:  # everything the task throws goes into the unit
+                to_throw = exc
+
+
+async def record(unit: Callable[[], Coroutine[Any, Any, Any]]) -> list[Point]:
+    """Run the unit once, uncancelled, and return its suspension points in order."""
+    driven = _Driven(unit(), None)
+    await asyncio.create_task(_drive(driven))
+    return driven.points
+
+
+async def _drive(driven: _Driven) -> Any:
+    return await driven
+
+
+async def cancel_at(
+    unit: Callable[[], Coroutine[Any, Any, Any]], k: int, *, settle: float = SETTLE
+) -> tuple[Point | None, str]:
+    """Run a fresh unit, cancel it at its k-th suspension, and return where that was and what its caller saw."""
+    driven = _Driven(unit(), k)
+    task = asyncio.create_task(_drive(driven))
+    done, _ = await asyncio.wait({task}, timeout=settle)
+    point = driven.points[k - 1] if len(driven.points) >= k else None
+    if not done:
+        task.cancel()  # give up on it: a hang is the finding
+        await asyncio.wait({task}, timeout=settle)
+        if not task.done():
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return point, "hung"
+    if task.cancelled():
+        return point, "cancelled"
+    exc = task.exception()
+    if exc is not None:
+        return point, f"raised {type(exc).__name__}"
+    return point, "returned" if driven.delivered else "finished before the point"
+
+
+async def explore(
+    unit: Callable[[], Coroutine[Any, Any, Any]],
+    *,
+    invariant: Callable[[], Awaitable[list[str]]] | None = None,
+    reset: Callable[[], Awaitable[None]] | None = None,
+    expect: str = "cancelled",
+    settle: float = SETTLE,
+    limit: int = 200,
+) -> list[Trial]:
+    """Cancel a fresh ``unit()`` at each of its suspension points in turn (``reset`` before each run, up to
+    ``limit`` points). A trial violates when the caller did not see ``expect`` (by default the cancellation
+    itself: a unit that swallows it, raises something else or hangs is wrong) or ``invariant`` lists
+    anything afterwards."""
+    if reset is not None:
+        await reset()
+    points = await record(unit)
+    trials = []
+    for k in range(1, min(len(points), limit) + 1):
+        if reset is not None:
+            await reset()
+        point, outcome = await cancel_at(unit, k, settle=settle)
+        violations = [] if outcome == expect else [f"caller saw {outcome!r}, expected {expect!r}"]
+        if invariant is not None:
+            violations += await invariant()
+        trials.append(Trial(k, point, outcome, violations))
+    return trials
+
+
+def table(trials: list[Trial]) -> str:
+    """One line per trial: k, where, outcome, violations."""
+    lines = []
+    for t in trials:
+        where = f"{t.point.where} {t.point.line}" if t.point else "?"
+        lines.append(f"{t.k:>3}  {where[:70]:<70}  {t.outcome:<12}  {'; '.join(t.violations) or 'held'}")
+    return "\n".join(lines)

@@ -1,0 +1,52 @@
+"""Owning a task: cancel it, then await it — with a bound, cancelling again if a cancel was lost.
+
+Python 3.11's ``asyncio.wait_for`` (which redis-py and aiopg await their I/O with) drops a cancel that lands in
+the same loop iteration as the result, so one ``task.cancel(); await task`` can hang forever. And wrapping that
+await in ``suppress(CancelledError)`` also swallows the *caller's* cancellation. ``stop`` does neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+log = logging.getLogger("app.tasks")
+
+STOP_TIMEOUT = 5.0
+RECANCEL_EVERY = 0.25
+
+
+async def stop(
+    task: asyncio.Task[Any], *, timeout: float = STOP_TIMEOUT, recancel_every: float = RECANCEL_EVERY
+) -> bool:
+    """Cancel ``task`` and wait until it has ended, at most ``timeout`` seconds, cancelling it again every
+    ``recancel_every`` seconds until it does. Returns whether it ended. Its exception, if any, is logged, never
+    raised (stopping is cleanup). If the caller is cancelled meanwhile, that cancellation propagates: the
+    task keeps its cancel and its outcome is still logged when it ends."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        while not task.done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                log.error("task %r did not stop within %.1f s; left running", task.get_name(), timeout)
+                task.add_done_callback(_log_outcome)
+                return False
+            task.cancel()
+            # asyncio.wait neither cancels the task nor swallows our own cancellation.
+            await asyncio.wait({task}, timeout=min(recancel_every, remaining))
+    except asyncio.CancelledError:
+        task.add_done_callback(_log_outcome)
+        raise
+    _log_outcome(task)
+    return True
+
+
+def _log_outcome(task: asyncio.Task[Any]) -> None:
+    """Retrieve the task's exception (so asyncio never says "never retrieved") and log it."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("task %r ended with %r", task.get_name(), exc, exc_info=exc)
