@@ -8,7 +8,6 @@ fixed variant's hub. Loads run as ``python -m scripts.load`` child processes, on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import ops, sse
+from . import ops, sse, tasks
 from .errors import json_error
 from .keys import dashboards_key, hub_key, loads_key, redis_key, settings_key, variants_key
 from .loads import LoadRunner
@@ -55,21 +54,19 @@ async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
     """Publish a snapshot every EVERY seconds while at least one dashboard is open."""
 
     async def publish() -> None:
-        redis = app[variants_key]["fixed"][redis_key]
         while True:
             await asyncio.sleep(EVERY)
             if not app[dashboards_key]:
                 continue
             try:
-                await redis.publish(channel(app), json.dumps(await ops.snapshot(app)))
+                snapshot = json.dumps(await ops.snapshot(app))
+                await app[variants_key]["fixed"][redis_key].publish(channel(app), snapshot)
             except Exception as exc:  # Redis or Postgres away: try again next tick; the page shows staleness
                 log.warning("dashboard snapshot not published: %s", type(exc).__name__)
 
     task = asyncio.create_task(publish(), name="dashboard-publisher")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await tasks.stop(task)
 
 
 async def start_load(request: web.Request) -> web.Response:
@@ -122,9 +119,10 @@ async def monitor_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def setup(app: web.Application) -> None:
     app[dashboards_key] = {}
-    app.cleanup_ctx.append(monitor_ctx)
-    app.cleanup_ctx.append(loads_ctx)  # closes last: a running load is stopped after the publisher
-    app.cleanup_ctx.append(publisher_ctx)
+    # On the root app, whose clean-up runs before the variants': guarded, so a failure cannot skip theirs.
+    app.cleanup_ctx.append(tasks.guarded(monitor_ctx))
+    app.cleanup_ctx.append(tasks.guarded(loads_ctx))  # closes last: a running load is stopped after the publisher
+    app.cleanup_ctx.append(tasks.guarded(publisher_ctx))
     app.add_routes(
         [
             web.get("/", index),

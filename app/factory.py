@@ -11,7 +11,7 @@ import aiopg
 from aiohttp import web
 from redis.asyncio import Redis
 
-from . import dashboard, ops
+from . import dashboard, ops, tasks
 from .db import VariantDb
 from .errors import Handler, error_middleware
 from .keys import (
@@ -42,7 +42,7 @@ def create_app(settings: Settings) -> web.Application:
     app[traffic_key] = traffic
     app[metrics_key] = Metrics(traffic)
     app[probe_key] = probe = Probe()
-    app.cleanup_ctx.append(admin_db_ctx)
+    app.cleanup_ctx.append(tasks.guarded(admin_db_ctx))  # root clean-ups run first: never let one raise
     app.add_routes(ops.ROUTES)
     dashboard.setup(app)
     variants: dict[str, web.Application] = {}

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 from collections import deque
 from pathlib import Path
 from typing import Any
+
+from . import tasks
 
 LOAD_TIMEOUT = 180.0
 
@@ -43,7 +44,11 @@ class LoadRunner:
         self.scenario, self.variant, self.returncode = scenario, variant, None
         self.output.clear()
         argv = [sys.executable, "-m", "scripts.load", scenario, "--variant", variant, "--base-url", base_url]
-        self.task = asyncio.create_task(self._run([*argv, *extra]), name="dashboard-load")
+        self.run([*argv, *extra])
+
+    def run(self, argv: list[str]) -> None:
+        """Run ``argv`` as the current load (``start`` builds it for ``scripts.load``)."""
+        self.task = asyncio.create_task(self._run(argv), name="dashboard-load")
 
     async def _run(self, argv: list[str]) -> None:
         self.proc = await asyncio.create_subprocess_exec(
@@ -63,7 +68,7 @@ class LoadRunner:
                 self.returncode = await self.proc.wait()
 
     async def close(self) -> None:
+        """Stop the load (its child is killed on the way out); bounded, and the load's own failure is logged,
+        never raised: a cleanup that raises would stop aiohttp from cleaning up the variants after it."""
         if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            await tasks.stop(self.task)

@@ -8,8 +8,12 @@ await in ``suppress(CancelledError)`` also swallows the *caller's* cancellation.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+from aiohttp import web
 
 log = logging.getLogger("app.tasks")
 
@@ -50,3 +54,24 @@ def _log_outcome(task: asyncio.Task[Any]) -> None:
     exc = task.exception()
     if exc is not None:
         log.error("task %r ended with %r", task.get_name(), exc, exc_info=exc)
+
+
+CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
+
+
+def guarded(ctx: CleanupCtx) -> CleanupCtx:
+    """A ``cleanup_ctx`` whose clean-up logs its failure instead of raising it. aiohttp runs the root app's
+    clean-up before its sub-apps' and stops at the first error: one failing root resource would otherwise skip
+    the variants' drain and pool close. Start-up errors still propagate (the app must not start half-built)."""
+
+    @functools.wraps(ctx)
+    async def wrapper(app: web.Application) -> AsyncIterator[None]:
+        gen = ctx(app)
+        await anext(gen)
+        yield
+        try:
+            await anext(gen, None)
+        except Exception:
+            log.exception("clean-up of %s failed; going on with the rest", ctx.__name__)
+
+    return wrapper

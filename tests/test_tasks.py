@@ -1,0 +1,148 @@
+"""Every task the app owns is stopped with a bound, cancelled again if a cancel was lost, and never at the
+cost of the caller's own cancellation; a failing root clean-up cannot skip the variants' drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from app import cancelmap, tasks
+from app.dashboard import publisher_ctx
+from app.keys import dashboards_key, loads_key, probe_key, variants_key
+from app.loads import LoadRunner
+from app.settings import Settings
+from tests.conftest import ROOT
+from tests.helpers import poll
+from tests.test_shield import GOOD, sql
+
+
+async def stubborn(lost: int, ended: list[str]) -> None:
+    """A task whose first ``lost`` cancels are swallowed, as Python 3.11's ``wait_for`` inside redis-py or
+    aiopg does when a cancel lands with a result."""
+    for _ in range(lost):
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+    try:
+        await asyncio.sleep(3600)
+    finally:
+        ended.append("ended")
+
+
+async def test_stop_cancels_again_when_a_cancel_was_lost() -> None:
+    ended: list[str] = []
+    task = asyncio.create_task(stubborn(2, ended))
+    await asyncio.sleep(0)
+    assert await tasks.stop(task, timeout=5, recancel_every=0.05)
+    assert ended == ["ended"] and task.cancelled()
+
+
+async def test_stop_gives_up_after_its_bound_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    ended: list[str] = []
+    task = asyncio.create_task(stubborn(10**6, ended))
+    await asyncio.sleep(0)
+    assert not await tasks.stop(task, timeout=0.2, recancel_every=0.05)
+    assert "did not stop within" in caplog.text
+    task.get_coro().close()  # type: ignore[union-attr]  # end the test's own stubborn task
+
+
+async def test_stop_lets_the_callers_cancellation_through() -> None:
+    """``task.cancel(); with suppress(CancelledError): await task`` swallows the caller's cancel too."""
+    ended: list[str] = []
+    inner = asyncio.create_task(stubborn(1, ended))
+    await asyncio.sleep(0)
+    outer = asyncio.create_task(tasks.stop(inner, timeout=5, recancel_every=10))
+    await asyncio.sleep(0.05)  # outer is waiting: inner swallowed the first cancel
+    outer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await outer
+    assert inner.cancelling()  # it keeps its cancel...
+    inner.cancel()
+    await asyncio.wait({inner}, timeout=5)
+    assert ended == ["ended"]  # ...and ends
+
+
+async def test_stop_logs_the_tasks_failure_instead_of_raising(caplog: pytest.LogCaptureFixture) -> None:
+    async def fails() -> None:
+        raise TimeoutError("load ran past its bound")
+
+    task = asyncio.create_task(fails())
+    await asyncio.sleep(0)
+    assert await tasks.stop(task)
+    assert "load ran past its bound" in caplog.text
+
+
+async def test_publisher_close_cancelled_at_every_point() -> None:
+    app = web.Application()
+    app[dashboards_key] = {}
+    gens: list[AsyncIterator[None]] = []
+    before = asyncio.all_tasks()
+
+    async def reset() -> None:
+        gen = publisher_ctx(app)
+        await anext(gen)
+        gens.append(gen)
+
+    async def unit() -> None:
+        await anext(gens[-1], None)
+
+    async def invariant() -> list[str]:
+        left = [t for t in asyncio.all_tasks() - before if t.get_name() == "dashboard-publisher"]
+        await asyncio.wait(left, timeout=5) if left else None
+        return [f"{t.get_name()} still running" for t in left if not t.done()]
+
+    trials = await cancelmap.explore(unit, reset=reset, invariant=invariant)
+    assert trials and all(t.held for t in trials), cancelmap.table(trials)
+
+
+async def test_load_runner_close_cancelled_at_every_point() -> None:
+    runners: list[LoadRunner] = []
+
+    async def reset() -> None:
+        runner = LoadRunner(ROOT)
+        runner.run([sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"])
+        await poll(lambda: asyncio.sleep(0, len(runner.output)), bool, every=0.01)  # the child is up, talking
+        runners.append(runner)
+
+    async def unit() -> None:
+        await runners[-1].close()
+
+    async def invariant() -> list[str]:
+        runner = runners[-1]
+        assert runner.task is not None
+        await asyncio.wait({runner.task}, timeout=5)
+        problems = [] if runner.task.done() else ["load task still running"]
+        if runner.proc is not None and runner.proc.returncode is None:
+            problems.append("load process still alive")
+            runner.proc.kill()
+            await runner.proc.wait()
+        return problems
+
+    trials = await cancelmap.explore(unit, reset=reset, invariant=invariant)
+    assert trials and all(t.held for t in trials), cancelmap.table(trials)
+
+
+async def test_a_failing_root_cleanup_does_not_skip_the_fixed_drain(
+    client: TestClient, settings: Settings
+) -> None:
+    """A dashboard load that ended in ``TimeoutError`` made the root clean-up raise; aiohttp then skipped the
+    variants' clean-up, so the scheduler never drained: an accepted transfer was lost at shutdown."""
+    app = client.app
+    assert app is not None
+
+    async def timed_out() -> None:
+        raise TimeoutError("load ran past LOAD_TIMEOUT")
+
+    runner = app[loads_key]
+    runner.task = asyncio.create_task(timed_out())
+    resp = await client.post("/fixed/transfers?hold=0.5", json=GOOD)
+    assert resp.status == 202
+    await app[probe_key].reached("fixed.transfer", 1)  # inside its transaction
+    assert app[variants_key]["fixed"] is not None
+    await client.close()  # shutdown + clean-up, as at SIGTERM
+    assert sql(settings, "SELECT status FROM transfers WHERE variant = 'fixed'") == [("committed",)]
