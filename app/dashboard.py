@@ -17,6 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from . import ops, sse, tasks
+from .clients import client_address
 from .errors import json_error
 from .keys import dashboards_key, hub_key, loads_key, redis_key, settings_key, variants_key
 from .loads import LoadRunner
@@ -42,11 +43,17 @@ async def index(request: web.Request) -> web.FileResponse:
 async def state_stream(request: web.Request) -> web.StreamResponse:
     """The snapshots, as an event stream, through the fixed variant's hub (bounded inbox, heartbeats, bye)."""
     fixed = request.app[variants_key]["fixed"]
-    live = request.app[dashboards_key]
-    async with fixed[hub_key].subscribe(channel(request.app)) as inbox, sse.stream(request, live) as response:
-        await sse.send(response, sse.Event("message", json.dumps(await ops.snapshot(request.app))))
-        async for event in inbox.events(heartbeat=request.app[settings_key].sse_heartbeat):
-            await sse.send(response, event)
+    live, settings = request.app[dashboards_key], request.app[settings_key]
+    timeout = settings.sse_send_timeout
+    with live.registered(request, client_address(request)):
+        async with (
+            fixed[hub_key].subscribe(channel(request.app)) as inbox,
+            sse.stream(request, send_timeout=timeout) as response,
+        ):
+            first = sse.Event("message", json.dumps(await ops.snapshot(request.app)))
+            await sse.send(response, first, timeout=timeout)
+            async for event in inbox.events(heartbeat=settings.sse_heartbeat):
+                await sse.send(response, event, timeout=timeout)
     return response
 
 
@@ -118,7 +125,7 @@ async def monitor_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def setup(app: web.Application) -> None:
-    app[dashboards_key] = {}
+    app[dashboards_key] = sse.Live()
     # On the root app, whose clean-up runs before the variants': guarded, so a failure cannot skip theirs.
     app.cleanup_ctx.append(tasks.guarded(monitor_ctx))
     app.cleanup_ctx.append(tasks.guarded(loads_ctx))  # closes last: a running load is stopped after the publisher

@@ -11,12 +11,14 @@ import aiopg
 from aiohttp import web
 from redis.asyncio import Redis
 
-from . import dashboard, ops, tasks
+from . import dashboard, ops, sse, tasks
 from .db import VariantDb
 from .errors import Handler, error_middleware
 from .keys import (
     admin_db_key,
+    dashboards_key,
     db_key,
+    long_reads_key,
     metrics_key,
     probe_key,
     redis_key,
@@ -50,7 +52,16 @@ def create_app(settings: Settings) -> web.Application:
         variants[variant] = variant_app(settings, variant, probe)
         app.add_subapp(f"/{variant}", variants[variant])
     app[variants_key] = variants
+    # After the variants' own on_shutdown (which tell their subscribers ``bye``): cut what has not ended.
+    app.on_shutdown.append(end_streams)
     return app
+
+
+async def end_streams(app: web.Application) -> None:
+    """SIGTERM must not wait for clients: every stream and long read (report, export) still open one second
+    after ``bye`` is cut, which cancels its handler as a hang-up does (see README, Guarantees)."""
+    subs = app[variants_key].values()
+    await sse.end_all([app[dashboards_key], *(sub[key] for sub in subs for key in (streams_key, long_reads_key))])
 
 
 def variant_app(settings: Settings, variant: Variant, probe: Probe) -> web.Application:
@@ -58,7 +69,8 @@ def variant_app(settings: Settings, variant: Variant, probe: Probe) -> web.Appli
     app[settings_key] = settings
     app[probe_key] = probe  # the root's, shared: jobs that outlive their request only know this app
     app[variant_key] = variant
-    app[streams_key] = {}
+    app[streams_key] = sse.Live()
+    app[long_reads_key] = sse.Live()
     app.cleanup_ctx.append(pg_ctx)
     app.cleanup_ctx.append(redis_ctx)
     for scenario in SCENARIOS:

@@ -12,6 +12,7 @@ from .loads import LoadRunner
 from .metrics import Metrics, Traffic
 from .probe import Probe
 from .settings import Settings, Variant
+from .sse import Live
 
 # On the root application.
 settings_key = web.AppKey("settings", Settings)
@@ -20,14 +21,15 @@ admin_db_key = web.AppKey("admin_db", aiopg.Pool)
 variants_key = web.AppKey("variants", dict[str, web.Application])
 traffic_key = web.AppKey("traffic", Traffic)
 metrics_key = web.AppKey("metrics", Metrics)
-dashboards_key = web.AppKey("dashboards", dict[web.StreamResponse, str])  # open dashboard streams
+dashboards_key = web.AppKey("dashboards", Live)  # open dashboard streams
 loads_key = web.AppKey("loads", LoadRunner)
 
 # On each variant's sub-application (/broken, /fixed): its own resources, so one cannot starve the other.
 variant_key = web.AppKey("variant", str)
 db_key = web.AppKey("db", VariantDb)
 redis_key = web.AppKey("redis", Redis)
-streams_key = web.AppKey("streams", dict[web.StreamResponse, str])  # live event streams -> client address
+streams_key = web.AppKey("streams", Live)  # live event streams
+long_reads_key = web.AppKey("long_reads", Live)  # reports and exports: cut at shutdown
 hub_key = web.AppKey("hub", Hub)  # fixed variant only: the process's one Redis subscription
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "db_key",
     "hub_key",
     "loads_key",
+    "long_reads_key",
     "metrics_key",
     "probe_key",
     "redis_key",

@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import scenarios
+from .clients import client_address
 from .db import fetch_all, fetch_one
 from .errors import json_error
 from .keys import (
@@ -175,7 +176,7 @@ async def reset(request: web.Request) -> web.Response:
 
 def operator_allowed(request: web.Request) -> bool:
     """Loopback clients, or a client presenting ``Authorization: Bearer $API_TOKEN`` (constant-time)."""
-    if request.remote in LOOPBACK:
+    if client_address(request) in LOOPBACK:
         return True
     token = request.app[settings_key].api_token
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()

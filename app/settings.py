@@ -23,12 +23,16 @@ class Settings:
     fixed_redis_max_connections: int = 20
     # Token that lets a non-loopback client call /api/reset; unset means loopback only.
     api_token: str | None = None
+    # Addresses or networks of the reverse proxy in front: from them only, X-Forwarded-For names the client.
+    trusted_proxies: tuple[str, ...] = ()
     shutdown_timeout: float = 10.0
     # aiojobs: jobs running at once per variant, and queued beyond that (503 when the queue is full).
     jobs_limit: int = 100
     jobs_pending_limit: int = 1000
     # Event streams: a comment every sse_heartbeat quiet seconds; a slow subscriber's inbox holds this many.
     sse_heartbeat: float = 15.0
+    # A send to a client that has not taken it within this many seconds cuts the stream (it stopped reading).
+    sse_send_timeout: float = 10.0
     sse_queue_size: int = 100
     # Open event streams allowed per variant in this process, and per client address (503 beyond).
     max_subscribers: int = 10_000
@@ -59,12 +63,16 @@ class Settings:
             values["shutdown_timeout"] = float(env["SHUTDOWN_TIMEOUT"])
         if "SSE_HEARTBEAT" in env:
             values["sse_heartbeat"] = float(env["SSE_HEARTBEAT"])
+        if "SSE_SEND_TIMEOUT" in env:
+            values["sse_send_timeout"] = float(env["SSE_SEND_TIMEOUT"])
         if env.get("ACCESS_LOG", "") not in ("", "0"):
             values["access_log"] = True
         if env.get("DEMO", "") not in ("", "0"):
             values["demo"] = True
         if "MONITOR_PORT" in env:
             values["monitor_port"] = int(env["MONITOR_PORT"])
+        if env.get("TRUSTED_PROXIES"):
+            values["trusted_proxies"] = tuple(p.strip() for p in env["TRUSTED_PROXIES"].split(",") if p.strip())
         if env.get("API_TOKEN"):
             values["api_token"] = env["API_TOKEN"]
         values.update(overrides)

@@ -1,13 +1,20 @@
-"""Server-Sent Events plumbing shared by every streaming handler, broken or fixed."""
+"""Server-Sent Events plumbing shared by every streaming handler, broken or fixed: the stream, its sends (each
+with a deadline), and ending every stream at shutdown."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import logging
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 from aiohttp import web
+
+log = logging.getLogger("app.sse")
+
+BYE_GRACE = 1.0  # at shutdown: how long streams get to send their ``bye`` and end before they are cut
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,30 +29,95 @@ class Event:
 HEARTBEAT = Event("heartbeat")
 
 
+class Stalled(Exception):
+    """The client did not take a send within its deadline: it stopped reading."""
+
+
+class Live:
+    """Requests in progress that may run long (event streams, reports, exports) with their client's address:
+    counted for the bounds and ``/api/state``, and cut at shutdown."""
+
+    def __init__(self) -> None:
+        self._requests: dict[int, tuple[web.Request, str]] = {}  # by id(): a Request is not hashable
+
+    def __repr__(self) -> str:
+        return f"<Live {len(self)}>"
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def addresses(self) -> list[str]:
+        return [address for _, address in self._requests.values()]
+
+    def requests(self) -> list[web.Request]:
+        return [request for request, _ in self._requests.values()]
+
+    @contextmanager
+    def registered(self, request: web.Request, address: str) -> Iterator[None]:
+        """``request`` (from ``address``) counts while the block runs."""
+        self._requests[id(request)] = (request, address)
+        try:
+            yield
+        finally:
+            self._requests.pop(id(request), None)
+
+
 @asynccontextmanager
-async def stream(request: web.Request, live: dict[web.StreamResponse, str]) -> AsyncIterator[web.StreamResponse]:
-    """An open event stream, kept in ``live`` (with its client's address) while it lasts. The ``: ready``
-    comment tells the client its subscription is live, so what is published from now on reaches it."""
+async def stream(request: web.Request, *, send_timeout: float) -> AsyncIterator[web.StreamResponse]:
+    """An open event stream. The ``: ready`` comment tells the client its subscription is live, so what is
+    published from now on reaches it. A client that stops reading (``Stalled``) has its connection cut and the
+    stream ends quietly: its handler must not sit in a write."""
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
-    live[response] = request.remote or ""  # counted before the client hears it is ready
     try:
         await response.prepare(request)
-        await response.write(b": ready\n\n")
+        await _write(response, b": ready\n\n", send_timeout)
         yield response
-    finally:
-        live.pop(response, None)
+    except Stalled:
+        log.info("%s: client stopped reading for %.0f s; stream cut", request.path, send_timeout)
+        if request.transport is not None:
+            request.transport.abort()
 
 
-async def send(response: web.StreamResponse, event: Event) -> None:
+async def send(response: web.StreamResponse, event: Event, *, timeout: float) -> None:
+    """Write one event; ``Stalled`` if the client has not taken it within ``timeout`` seconds."""
     if event.kind == "heartbeat":
-        await response.write(b": heartbeat\n\n")
+        await _write(response, b": heartbeat\n\n", timeout)
         return
     lines = "".join(f"data: {line}\n" for line in event.data.split("\n"))
     prefix = "" if event.kind == "message" else f"event: {event.kind}\n"
-    await response.write(f"{prefix}{lines}\n".encode())
+    await _write(response, f"{prefix}{lines}\n".encode(), timeout)
+
+
+async def _write(response: web.StreamResponse, data: bytes, timeout: float) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            await response.write(data)  # waits while the transport's buffer is full: a client not reading
+    except TimeoutError:
+        raise Stalled from None
 
 
 def gap(**details: object) -> Event:
     return Event("gap", json.dumps(details))
+
+
+async def end_all(lives: Iterable[Live], *, grace: float = BYE_GRACE) -> int:
+    """At shutdown, after every subscriber was told ``bye``: give the streams ``grace`` seconds to end by
+    themselves, then cut the connections of those that did not (a client that stopped reading never takes its
+    ``bye``; a broken stream never hears it). Cutting is a hang-up: aiohttp cancels the handler. ``abort``,
+    not ``close``: ``close`` would wait for the unread buffer to drain. Returns how many were cut."""
+    lives = list(lives)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while any(lives) and loop.time() < deadline:  # noqa: ASYNC110 (a bounded poll, once, at shutdown)
+        await asyncio.sleep(0.02)
+    cut = 0
+    for live in lives:
+        for request in live.requests():
+            if request.transport is not None:
+                request.transport.abort()
+                cut += 1
+    if cut:
+        log.info("shutdown: cut %d streams and long reads that had not ended", cut)
+    return cut

@@ -17,6 +17,7 @@ from app.dashboard import publisher_ctx
 from app.keys import dashboards_key, loads_key, probe_key, variants_key
 from app.loads import LoadRunner
 from app.settings import Settings
+from app.sse import Live
 from tests.conftest import ROOT
 from tests.helpers import poll
 from tests.test_shield import GOOD, sql
@@ -79,7 +80,7 @@ async def test_stop_logs_the_tasks_failure_instead_of_raising(caplog: pytest.Log
 
 async def test_publisher_close_cancelled_at_every_point() -> None:
     app = web.Application()
-    app[dashboards_key] = {}
+    app[dashboards_key] = Live()
     gens: list[AsyncIterator[None]] = []
     before = asyncio.all_tasks()
 

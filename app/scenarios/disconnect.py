@@ -20,7 +20,7 @@ from aiopg import Cursor
 
 from .. import validation
 from ..db import fetch_one
-from ..keys import admin_db_key, db_key, probe_key, variant_key
+from ..keys import admin_db_key, db_key, long_reads_key, probe_key, variant_key
 
 RESET_SQL = "TRUNCATE orders, order_items RESTART IDENTITY"
 REPORT_SQL = "SELECT pg_sleep(%s), count(*) FROM orders WHERE variant = %s"
@@ -95,8 +95,9 @@ def _report_seconds(request: web.Request) -> float:
 async def _run_report(request: web.Request, cur: Cursor, seconds: float) -> int:
     variant = request.app[variant_key]
     request.app[probe_key].hit(f"{variant}.report")
-    await cur.execute(REPORT_SQL, (seconds, variant))
-    (_, orders) = await cur.fetchone()
+    with request.app[long_reads_key].registered(request, request.remote or ""):  # cut at shutdown
+        await cur.execute(REPORT_SQL, (seconds, variant))
+        (_, orders) = await cur.fetchone()
     return int(orders)
 
 

@@ -12,10 +12,12 @@ streams cost no Redis connection, and they end when the server shuts down.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 
 from aiohttp import web
 
 from .. import sse, validation
+from ..clients import client_address
 from ..errors import BadRequest, ServiceUnavailable
 from ..hub import Hub, hub_client
 from ..keys import hub_key, redis_key, settings_key, streams_key, variant_key
@@ -28,14 +30,15 @@ async def broken_events(request: web.Request) -> web.StreamResponse:
     that hangs up cancels the handler inside ``listen()`` with nothing to close the ``PubSub``: its connection
     is never returned. Once the pool is used up every Redis call of the variant fails."""
     channel = _channel(request)
-    _admit(request)
-    pubsub = request.app[redis_key].pubsub()
-    await pubsub.subscribe(channel)
-    await pubsub.get_message(timeout=5)  # the confirmation: from now on the channel reaches us
-    async with sse.stream(request, request.app[streams_key]) as response:
-        async for message in pubsub.listen():
-            if message["type"] == "message":
-                await sse.send(response, sse.Event("message", message["data"].decode()))
+    timeout = request.app[settings_key].sse_send_timeout
+    with _admitted(request):
+        pubsub = request.app[redis_key].pubsub()
+        await pubsub.subscribe(channel)
+        await pubsub.get_message(timeout=5)  # the confirmation: from now on the channel reaches us
+        async with sse.stream(request, send_timeout=timeout) as response:
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    await sse.send(response, sse.Event("message", message["data"].decode()), timeout=timeout)
     return response
 
 
@@ -44,14 +47,15 @@ async def fixed_events(request: web.Request) -> web.StreamResponse:
     client loses its oldest messages and is told, instead of stalling the others), heartbeats so a dead client
     is noticed, and a ``bye`` at shutdown so the stream ends instead of holding the server up."""
     channel = _channel(request)
-    _admit(request)
-    heartbeat = request.app[settings_key].sse_heartbeat
-    async with (
-        request.app[hub_key].subscribe(channel) as inbox,
-        sse.stream(request, request.app[streams_key]) as response,
-    ):
-        async for event in inbox.events(heartbeat=heartbeat):
-            await sse.send(response, event)
+    settings = request.app[settings_key]
+    timeout = settings.sse_send_timeout
+    with _admitted(request):
+        async with (
+            request.app[hub_key].subscribe(channel) as inbox,
+            sse.stream(request, send_timeout=timeout) as response,
+        ):
+            async for event in inbox.events(heartbeat=settings.sse_heartbeat):
+                await sse.send(response, event, timeout=timeout)
     return response
 
 
@@ -80,16 +84,19 @@ def figures(app: web.Application) -> dict[str, int]:
 # --- plumbing shared by both variants -----------------------------------------------------------------------
 
 
-def _admit(request: web.Request) -> None:
-    """Bound the streams: per variant in this process, and per client address (503 JSON beyond)."""
+def _admitted(request: web.Request) -> AbstractContextManager[None]:
+    """Bound the streams: per variant in this process, and per client address (503 JSON beyond). The check
+    and the count are one synchronous step, before any await: a stream counts from the moment it is let in,
+    not once its subscription is confirmed, or every concurrent request would pass the check."""
     settings, live = request.app[settings_key], request.app[streams_key]
     if len(live) >= settings.max_subscribers:
         raise ServiceUnavailable(f"too many subscribers (limit {settings.max_subscribers} per process)")
-    mine = sum(1 for address in live.values() if address == (request.remote or ""))
-    if mine >= settings.max_subscribers_per_client:
+    address = client_address(request)
+    if live.addresses().count(address) >= settings.max_subscribers_per_client:
         raise ServiceUnavailable(
             f"too many subscribers from one client (limit {settings.max_subscribers_per_client})"
         )
+    return live.registered(request, address)
 
 
 def _channel(request: web.Request) -> str:

@@ -28,7 +28,7 @@ from aiohttp import web
 from .. import validation
 from ..db import connection_lost, fetch_all, fetch_one
 from ..errors import BadRequest, json_error
-from ..keys import admin_db_key, db_key, probe_key, variant_key
+from ..keys import admin_db_key, db_key, long_reads_key, probe_key, variant_key
 
 log = logging.getLogger("app.shield")
 
@@ -239,15 +239,16 @@ async def _stream_export(request: web.Request, export: Export, pace: float) -> w
         (variant,),
     )
     response = web.StreamResponse(headers={"Content-Type": "text/csv"})
-    await response.prepare(request)
-    await response.write(b"id,from,to,amount,status\n")
-    for start in range(0, len(rows), 100):
-        chunk = rows[start : start + 100]
-        await response.write("".join(",".join(map(str, row)) + "\n" for row in chunk).encode())
-        export.rows_sent += len(chunk)
-        request.app[probe_key].hit(f"{variant}.export_chunk")
-        await asyncio.sleep(pace)
-    await response.write_eof()
+    with request.app[long_reads_key].registered(request, request.remote or ""):  # cut at shutdown
+        await response.prepare(request)
+        await response.write(b"id,from,to,amount,status\n")
+        for start in range(0, len(rows), 100):
+            chunk = rows[start : start + 100]
+            await response.write("".join(",".join(map(str, row)) + "\n" for row in chunk).encode())
+            export.rows_sent += len(chunk)
+            request.app[probe_key].hit(f"{variant}.export_chunk")
+            await asyncio.sleep(pace)
+        await response.write_eof()
     export.completed = True
     return response
 
