@@ -11,10 +11,11 @@ import psycopg2
 class VariantDb:
     """A variant's aiopg pool. ``/api/reset`` swaps in a fresh pool, so handlers read ``.pool`` each time."""
 
-    def __init__(self, *, role: str, dsn: str, maxsize: int) -> None:
+    def __init__(self, *, role: str, dsn: str, maxsize: int, timeout: float = 60.0) -> None:
         self.role = role
         self.dsn = dsn
         self.maxsize = maxsize
+        self.timeout = timeout
         self._pool: aiopg.Pool | None = None
 
     def __repr__(self) -> str:
@@ -27,7 +28,7 @@ class VariantDb:
 
     async def open(self) -> None:
         # minsize=0: the app starts (and /healthz says 503) even while Postgres is down.
-        self._pool = await aiopg.create_pool(self.dsn, minsize=0, maxsize=self.maxsize, timeout=60)
+        self._pool = await aiopg.create_pool(self.dsn, minsize=0, maxsize=self.maxsize, timeout=self.timeout)
 
     async def rebuild(self) -> None:
         """Replace the pool; the old one's connections are closed at once, in flight or not."""

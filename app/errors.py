@@ -32,10 +32,11 @@ class BadRequest(web.HTTPBadRequest):
 
 
 class ServiceUnavailable(web.HTTPServiceUnavailable):
-    """A 503 whose body is the JSON error: over a bound, try again later."""
+    """A 503 whose body is the JSON error: over a bound, try again later (after ``retry_after`` seconds)."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(text=json.dumps({"error": message}), content_type="application/json")
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        super().__init__(text=json.dumps({"error": message}), content_type="application/json", headers=headers)
 
 
 def database_error(exc: psycopg2.Error) -> web.Response:

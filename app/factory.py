@@ -12,12 +12,14 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from . import dashboard, ops, sse, tasks
+from .admission import Gate, Gates
 from .db import VariantDb
 from .errors import Handler, error_middleware
 from .keys import (
     admin_db_key,
     dashboards_key,
     db_key,
+    gates_key,
     long_reads_key,
     metrics_key,
     probe_key,
@@ -71,6 +73,13 @@ def variant_app(settings: Settings, variant: Variant, probe: Probe) -> web.Appli
     app[variant_key] = variant
     app[streams_key] = sse.Live()
     app[long_reads_key] = sse.Live()
+    app[gates_key] = Gates(
+        orders=Gate("order writes", settings.orders_in_flight),
+        # never more transfers than the scheduler can hold: spawn() then never waits after accepting
+        transfers=Gate("transfers", settings.jobs_limit + settings.jobs_pending_limit),
+        exports=Gate("exports", settings.exports_in_flight),
+        reports=Gate("reports", settings.reports_in_flight),
+    )
     app.cleanup_ctx.append(pg_ctx)
     app.cleanup_ctx.append(redis_ctx)
     for scenario in SCENARIOS:
@@ -100,6 +109,7 @@ async def pg_ctx(app: web.Application) -> AsyncIterator[None]:
         role=settings.role(variant),  # type: ignore[arg-type]
         dsn=settings.variant_dsn(variant),  # type: ignore[arg-type]
         maxsize=settings.pg_pool_size,
+        timeout=settings.pg_timeout,
     )
     await db.open()
     app[db_key] = db

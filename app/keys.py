@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 import aiopg
 from aiohttp import web
 from redis.asyncio import Redis
 
+from .admission import Gates
 from .db import VariantDb
 from .hub import Hub
 from .loads import LoadRunner
@@ -30,6 +34,9 @@ db_key = web.AppKey("db", VariantDb)
 redis_key = web.AppKey("redis", Redis)
 streams_key = web.AppKey("streams", Live)  # live event streams
 long_reads_key = web.AppKey("long_reads", Live)  # reports and exports: cut at shutdown
+gates_key = web.AppKey("gates", Gates)  # admission bounds of the fixed handlers
+in_hand_key = web.AppKey("transfers_in_hand", set[uuid.UUID])  # fixed: transfers its scheduler holds
+sweep_key = web.AppKey("transfer_sweep", asyncio.Task[None])  # fixed: completes transfers left accepted
 hub_key = web.AppKey("hub", Hub)  # fixed variant only: the process's one Redis subscription
 
 __all__ = [
@@ -37,7 +44,9 @@ __all__ = [
     "admin_db_key",
     "dashboards_key",
     "db_key",
+    "gates_key",
     "hub_key",
+    "in_hand_key",
     "loads_key",
     "long_reads_key",
     "metrics_key",
@@ -45,6 +54,7 @@ __all__ = [
     "redis_key",
     "settings_key",
     "streams_key",
+    "sweep_key",
     "traffic_key",
     "variant_key",
     "variants_key",

@@ -98,11 +98,15 @@ class _Snapshot(Collector):
             in_flight.add_metric([variant, scenario], n)
         yield in_flight
         cancelled = CounterMetricFamily("pitfalls_handlers_cancelled", "Handlers cancelled", labels=["variant"])
+        protected = CounterMetricFamily(
+            "pitfalls_protected_errors", "Failures of shielded or spawned work (logged too)", labels=["variant"]
+        )
         gauges = {
             name: GaugeMetricFamily(f"pitfalls_{name}", doc, labels=["variant"]) for name, doc in GAUGES.items()
         }
         for variant, s in self.snap["variants"].items():
             cancelled.add_metric([variant], s["handlers_cancelled"])
+            protected.add_metric([variant], s["protected_errors"])
             values = {
                 "pg_pool_size": s["postgres"]["pool_size"],
                 "pg_pool_free": s["postgres"]["pool_free"],
@@ -119,6 +123,7 @@ class _Snapshot(Collector):
                 if value is not None:
                     gauges[name].add_metric([variant], value)
         yield cancelled
+        yield protected
         yield from gauges.values()
 
 

@@ -130,6 +130,7 @@ async def snapshot(app: web.Application) -> dict[str, Any]:
                 "pending": scheduler.pending_count if scheduler else 0,
             },
             "handlers_cancelled": probe.counts[f"{variant}.cancelled"],
+            "protected_errors": probe.counts[f"{variant}.protected_errors"],
             "in_flight": traffic.in_flight_of(variant),
             "requests": traffic.requests_of(variant),
             "invariants": {

@@ -26,9 +26,19 @@ class Settings:
     # Addresses or networks of the reverse proxy in front: from them only, X-Forwarded-For names the client.
     trusted_proxies: tuple[str, ...] = ()
     shutdown_timeout: float = 10.0
-    # aiojobs: jobs running at once per variant, and queued beyond that (503 when the queue is full).
-    jobs_limit: int = 100
+    # aiopg: how long to wait for a pool connection (and for any one query) before TimeoutError.
+    pg_timeout: float = 60.0
+    # aiojobs: transfers running at once per variant (fewer than the pool has connections, so they never wait
+    # for one while holding a place), and queued beyond that. More than both together: 503 before accepting.
+    jobs_limit: int = 8
     jobs_pending_limit: int = 1000
+    # Fixed variant: shielded order writes, exports and reports in flight at once (503 + Retry-After beyond),
+    # counting those whose client already left.
+    # Fixed: how often transfers left accepted (a crash, a lost reply) are looked for and completed.
+    transfer_sweep_interval: float = 30.0
+    orders_in_flight: int = 50
+    exports_in_flight: int = 20
+    reports_in_flight: int = 5
     # Event streams: a comment every sse_heartbeat quiet seconds; a slow subscriber's inbox holds this many.
     sse_heartbeat: float = 15.0
     # A send to a client that has not taken it within this many seconds cuts the stream (it stopped reading).
@@ -56,6 +66,8 @@ class Settings:
             values["port"] = int(env["APP_PORT"])
         if "PG_POOL_SIZE" in env:
             values["pg_pool_size"] = int(env["PG_POOL_SIZE"])
+        if "PG_TIMEOUT" in env:
+            values["pg_timeout"] = float(env["PG_TIMEOUT"])
         if "BROKEN_REDIS_MAX_CONNECTIONS" in env:
             raw = env["BROKEN_REDIS_MAX_CONNECTIONS"]
             values["broken_redis_max_connections"] = None if raw == "default" else int(raw)
@@ -63,6 +75,8 @@ class Settings:
             values["shutdown_timeout"] = float(env["SHUTDOWN_TIMEOUT"])
         if "SSE_HEARTBEAT" in env:
             values["sse_heartbeat"] = float(env["SSE_HEARTBEAT"])
+        if "TRANSFER_SWEEP_INTERVAL" in env:
+            values["transfer_sweep_interval"] = float(env["TRANSFER_SWEEP_INTERVAL"])
         if "SSE_SEND_TIMEOUT" in env:
             values["sse_send_timeout"] = float(env["SSE_SEND_TIMEOUT"])
         if env.get("ACCESS_LOG", "") not in ("", "0"):

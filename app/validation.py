@@ -23,9 +23,30 @@ async def json_object(request: web.Request) -> dict[str, Any]:
 
 def text(body: dict[str, Any], name: str, *, max_len: int = 200) -> str:
     value = body.get(name)
-    if not isinstance(value, str) or not 1 <= len(value) <= max_len:
+    if not isinstance(value, str) or not 1 <= len(value) <= max_len or not _encodable(value):
         raise BadRequest(f"{name!r} must be a string of 1..{max_len} characters")
     return value
+
+
+def _encodable(value: str) -> bool:
+    """JSON can carry a lone surrogate (``"\\ud800"``) that no UTF-8 encoder takes: refuse it here, not with a
+    500 when the database driver or a response tries to encode it."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    """The ``Idempotency-Key`` header, if any: 1..200 visible ASCII characters."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(key):
+        raise BadRequest("'Idempotency-Key' must be 1..200 visible ASCII characters")
+    return key
 
 
 def integer(body: dict[str, Any], name: str, *, lo: int, hi: int) -> int:

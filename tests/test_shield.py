@@ -105,7 +105,8 @@ async def test_saturated_scheduler_answers_503(aiohttp_client, small_scheduler_a
     assert (first.status, second.status) == (202, 202)
     third = await client.post("/fixed/transfers?hold=1", json=GOOD)
     assert third.status == 503
-    assert await third.json() == {"error": "too many transfers in progress, try again later"}
+    assert await third.json() == {"error": "too many transfers in progress (limit 2), try again later"}
+    assert third.headers["Retry-After"] == "1"
     assert (await stats(client, "fixed"))["accepted"] == 2  # the refused one was never accepted
     await client.app[probe_key].reached("fixed.committed", 2)
     assert (await stats(client, "fixed"))["lost"] == 0

@@ -19,8 +19,10 @@ from aiohttp import web
 from aiopg import Cursor
 
 from .. import validation
+from ..admission import protected
 from ..db import fetch_one
-from ..keys import admin_db_key, db_key, long_reads_key, probe_key, variant_key
+from ..keys import admin_db_key, db_key, gates_key, long_reads_key, probe_key, variant_key
+from ._common import count_failure
 
 RESET_SQL = "TRUNCATE orders, order_items RESTART IDENTITY"
 REPORT_SQL = "SELECT pg_sleep(%s), count(*) FROM orders WHERE variant = %s"
@@ -38,9 +40,14 @@ async def broken_create_order(request: web.Request) -> web.Response:
 async def fixed_create_order(request: web.Request) -> web.Response:
     """One transaction, and the whole unit of work shielded by aiojobs: the hang-up cancels the handler, not
     the write, so a started order lands whole (an error rolls all of it back). Shielding one statement is not
-    enough: the cancel would then hit the next one, inside the open transaction."""
+    enough: the cancel would then hit the next one, inside the open transaction. Shielded writes in flight are
+    bounded (503 beyond, counting those whose client left), and their failures logged and counted."""
     order, hold = await _order_request(request)
-    order_id = await aiojobs.aiohttp.shield(request, _write_order_in_transaction(request, order, hold))
+    passed = request.app[gates_key].orders.enter()
+    work = protected(
+        _write_order_in_transaction(request, order, hold), passed, what="order", failed=count_failure(request.app)
+    )
+    order_id = await aiojobs.aiohttp.shield(request, work)
     return web.json_response({"order_id": order_id}, status=201)
 
 
@@ -54,12 +61,28 @@ async def broken_slow_report(request: web.Request) -> web.Response:
 
 
 async def fixed_slow_report(request: web.Request) -> web.Response:
-    """The same query on a session that makes the server check every 100 ms that its client is still there:
-    when the client hangs up and aiopg closes the socket, the backend stops too instead of running on."""
+    """When the client hangs up, the query is stopped on the server (``pg_cancel_backend``), and the report
+    keeps its admission place until the backend is gone: backends stay bounded at any abandon rate. The
+    session also checks every 100 ms that its client is there (for a client lost without a hang-up)."""
     seconds = _report_seconds(request)
-    async with request.app[db_key].pool.acquire() as conn, conn.cursor() as cur:
-        await cur.execute("SET client_connection_check_interval = 100")
-        orders = await _run_report(request, cur, seconds)
+    passed = request.app[gates_key].reports.enter()
+    pid, handed_over = None, False
+    try:
+        async with request.app[db_key].pool.acquire() as conn, conn.cursor() as cur:
+            pid = await conn.get_backend_pid()
+            await cur.execute("SET client_connection_check_interval = 100")
+            orders = await _run_report(request, cur, seconds)
+    except asyncio.CancelledError:
+        if pid is not None:
+            handed_over = True  # the place is _end_backend's now: given back once the backend is gone
+            end = protected(
+                _end_backend(request, pid), passed, what="report cancel", failed=count_failure(request.app)
+            )
+            await aiojobs.aiohttp.shield(request, end)
+        raise
+    finally:
+        if not handed_over:
+            passed.leave()
     return web.json_response({"orders": orders, "seconds": seconds})
 
 
@@ -116,6 +139,17 @@ async def _write_order(request: web.Request, cur: Cursor, order: validation.Orde
         (order_id, [i.sku for i in order.items], [i.qty for i in order.items]),
     )
     return int(order_id)
+
+
+async def _end_backend(request: web.Request, pid: int) -> None:
+    """Cancel the backend's query and wait (bounded) until the backend is gone: aiopg closed our end of the
+    connection, so the backend exits as soon as its query stops."""
+    admin = request.config_dict[admin_db_key]
+    await fetch_one(admin, "SELECT pg_cancel_backend(%s)", (pid,))
+    gone = "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = %s"
+    async with asyncio.timeout(5):
+        while not (await fetch_one(admin, gone, (pid,)))[0]:  # noqa: ASYNC110 (polling the server, bounded)
+            await asyncio.sleep(0.02)
 
 
 async def _write_order_in_transaction(request: web.Request, order: validation.Order, hold: float) -> int:

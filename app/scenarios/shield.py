@@ -25,10 +25,22 @@ import aiopg
 import psycopg2
 from aiohttp import web
 
-from .. import validation
+from .. import tasks, validation
+from ..admission import Pass, protected
 from ..db import connection_lost, fetch_all, fetch_one
-from ..errors import BadRequest, json_error
-from ..keys import admin_db_key, db_key, long_reads_key, probe_key, variant_key
+from ..errors import BadRequest
+from ..keys import (
+    admin_db_key,
+    db_key,
+    gates_key,
+    in_hand_key,
+    long_reads_key,
+    probe_key,
+    settings_key,
+    sweep_key,
+    variant_key,
+)
+from ._common import count_failure
 
 log = logging.getLogger("app.shield")
 
@@ -42,31 +54,64 @@ async def broken_create_transfer(request: web.Request) -> web.Response:
     """The transfer runs in a bare task: it survives the client leaving, but nobody owns it. At SIGTERM the
     app closes its pool under it and cancels what is left: accepted transfers are lost, their errors never
     retrieved. And a client that hangs up while the INSERT is on its way gets the row written but no task."""
-    transfer, hold = await _transfer_request(request)
-    transfer_id = await _accept(request, transfer)
-    asyncio.create_task(_run_transfer(request.app, transfer_id, hold))  # noqa: RUF006 (the pitfall)
+    transfer, hold, key = await _transfer_request(request)
+    transfer_id, new = await _accept(request, transfer, key)
+    if new:
+        asyncio.create_task(_run_transfer(request.app, transfer_id, hold))  # noqa: RUF006 (the pitfall)
     return web.json_response({"transfer_id": str(transfer_id)}, status=202)
 
 
 async def fixed_create_transfer(request: web.Request) -> web.Response:
-    """Accepting and handing over to aiojobs are one shielded unit: a hang-up cannot land between them. The
-    scheduler owns the transfer, waits for it at shutdown before the pool closes, and bounds how many there
-    are (503 before accepting what it could not queue). One that a crash left accepted is completed at the
-    next start, exactly once."""
-    transfer, hold = await _transfer_request(request)
-    scheduler = aiojobs.aiohttp.get_scheduler(request)
-    if scheduler.pending_count >= scheduler.pending_limit:
-        return json_error(503, "too many transfers in progress, try again later")
-    transfer_id = await aiojobs.aiohttp.shield(request, _accept_and_spawn(request, scheduler, transfer, hold))
+    """Admitted first (503 at once beyond what the scheduler can hold: nothing accepted ever waits), then
+    accepting and handing over to aiojobs as one shielded unit, so a hang-up cannot land between them. The
+    scheduler owns the transfer and waits for it at shutdown before the pool closes; one left accepted (a
+    crash, a lost reply) is completed by the sweep, exactly once."""
+    transfer, hold, key = await _transfer_request(request)
+    passed = request.app[gates_key].transfers.enter()
+    unit = _accept_and_spawn(request, transfer, hold, key, passed)
+    transfer_id = await aiojobs.aiohttp.shield(request, unit)
     return web.json_response({"transfer_id": str(transfer_id)}, status=202)
 
 
 async def _accept_and_spawn(
-    request: web.Request, scheduler: aiojobs.Scheduler, transfer: Transfer, hold: float
+    request: web.Request, transfer: Transfer, hold: float, key: str | None, passed: Pass
 ) -> uuid.UUID:
-    transfer_id = await _accept(request, transfer)
-    await scheduler.spawn(_run_transfer(request.app, transfer_id, hold))
+    try:
+        transfer_id, new = await _accept(request, transfer, key)
+    except BaseException:
+        passed.leave()
+        raise
+    if new:
+        await _spawn_transfer(request.app, transfer_id, hold, passed)
+    else:
+        passed.leave()  # a retry of a transfer accepted before: its first request owns it
     return transfer_id
+
+
+async def _spawn_transfer(app: web.Application, transfer_id: uuid.UUID, hold: float, passed: Pass) -> None:
+    """The scheduler owns the transfer from here; its admission place is given back when it ends. ``spawn``
+    never waits: admission keeps the scheduler below its limits."""
+    scheduler = aiojobs.aiohttp.get_scheduler_from_app(app)
+    assert scheduler is not None
+    app[in_hand_key].add(transfer_id)  # the sweep leaves it alone
+    try:
+        await scheduler.spawn(_owned_transfer(app, transfer_id, hold, passed))
+    except BaseException:  # the scheduler is closing: the row stays accepted for the next sweep
+        app[in_hand_key].discard(transfer_id)
+        passed.leave()
+        raise
+
+
+async def _owned_transfer(app: web.Application, transfer_id: uuid.UUID, hold: float, passed: Pass) -> None:
+    try:
+        await protected(
+            _run_transfer(app, transfer_id, hold),
+            passed,
+            what=f"transfer {transfer_id}",
+            failed=count_failure(app),
+        )
+    finally:
+        app[in_hand_key].discard(transfer_id)
 
 
 async def broken_export(request: web.Request) -> web.StreamResponse:
@@ -81,12 +126,16 @@ async def broken_export(request: web.Request) -> web.StreamResponse:
 async def fixed_export(request: web.Request) -> web.StreamResponse:
     """Sending may be cancelled at any write; the audit may not: it is written from ``finally`` under
     ``aiojobs.aiohttp.shield``, so a hang-up stops the stream at once and the audit still lands. (aiojobs
-    discards a shielded job's exception once the request is cancelled: ``_audit`` logs its own failures.)"""
+    discards a shielded job's exception once the request is cancelled: ``protected`` logs and counts it.)"""
     export, pace = Export(), _pace(request)
+    passed = request.app[gates_key].exports.enter()
     try:
         return await _stream_export(request, export, pace)
     finally:
-        await aiojobs.aiohttp.shield(request, _audit(request.app, export))
+        audit = protected(
+            _audit(request.app, export), passed, what="export audit", failed=count_failure(request.app)
+        )
+        await aiojobs.aiohttp.shield(request, audit)
 
 
 async def transfer_stats(request: web.Request) -> web.Response:
@@ -129,8 +178,9 @@ class Export:
     completed: bool = False
 
 
-async def _transfer_request(request: web.Request) -> tuple[Transfer, float]:
+async def _transfer_request(request: web.Request) -> tuple[Transfer, float, str | None]:
     hold = validation.query_seconds(request, "hold", default=0.2, hi=5)
+    key = validation.idempotency_key(request)
     body = await validation.json_object(request)
     transfer = Transfer(
         validation.text(body, "from"),
@@ -142,19 +192,35 @@ async def _transfer_request(request: web.Request) -> tuple[Transfer, float]:
             raise BadRequest(f"unknown account {account!r}; accounts are {', '.join(ACCOUNTS)}")
     if transfer.source == transfer.target:
         raise BadRequest("'from' and 'to' must differ")
-    return transfer, hold
+    return transfer, hold, key
 
 
-async def _accept(request: web.Request, transfer: Transfer) -> uuid.UUID:
-    """Durably record the transfer as accepted: from here on, losing it is the service's fault."""
-    transfer_id = uuid.uuid4()
-    request.app[probe_key].hit(f"{request.app[variant_key]}.accepting")  # the INSERT goes out right after
+async def _accept(request: web.Request, transfer: Transfer, key: str | None) -> tuple[uuid.UUID, bool]:
+    """Durably record the transfer as accepted: from here on, losing it is the service's fault. With an
+    ``Idempotency-Key`` seen before, nothing is written: the first transfer's id comes back (``new`` false),
+    so a client that retries after a lost reply never moves the money twice."""
+    variant = request.app[variant_key]
+    request.app[probe_key].hit(f"{variant}.accepting")  # the INSERT goes out right after
     async with request.app[db_key].pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute(
-            "INSERT INTO transfers (id, variant, from_account, to_account, amount) VALUES (%s, %s, %s, %s, %s)",
-            (str(transfer_id), request.app[variant_key], transfer.source, transfer.target, transfer.amount),
+            "INSERT INTO transfers (id, variant, from_account, to_account, amount, idempotency_key)"
+            " VALUES (%s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (variant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id",
+            (str(uuid.uuid4()), variant, transfer.source, transfer.target, transfer.amount, key),
         )
-    return transfer_id
+        row = await cur.fetchone()
+        if row is not None:
+            return uuid.UUID(str(row[0])), True
+        await cur.execute(
+            "SELECT id, from_account, to_account, amount FROM transfers"
+            " WHERE variant = %s AND idempotency_key = %s",
+            (variant, key),
+        )
+        first = await cur.fetchone()
+    assert first is not None  # keys are never deleted, only the whole table at a reset
+    if Transfer(first[1], first[2], first[3]) != transfer:
+        raise BadRequest("this Idempotency-Key was used for a different transfer")
+    return uuid.UUID(str(first[0])), False
 
 
 async def _run_transfer(app: web.Application, transfer_id: uuid.UUID, hold: float) -> None:
@@ -167,7 +233,9 @@ async def _run_transfer(app: web.Application, transfer_id: uuid.UUID, hold: floa
         try:
             return await _transfer_once(app, transfer_id, hold)
         except Exception as exc:
-            if not connection_lost(exc) or loop.time() + delay > give_up:
+            # TimeoutError: no pool connection came in time (a busy database, not a broken one): retry too.
+            retryable = connection_lost(exc) or isinstance(exc, TimeoutError)
+            if not retryable or loop.time() + delay > give_up:
                 await _record_failure(app[db_key].pool, transfer_id, exc)
                 raise
             log.warning("transfer %s: %s; retrying in %.1f s", transfer_id, type(exc).__name__, delay)
@@ -182,12 +250,12 @@ async def _transfer_once(app: web.Application, transfer_id: uuid.UUID, hold: flo
     async with app[db_key].pool.acquire() as conn, conn.cursor() as cur, cur.begin():
         await cur.execute(
             "SELECT from_account, to_account, amount FROM transfers"
-            " WHERE id = %s AND status = 'accepted' FOR UPDATE",
+            " WHERE id = %s AND status = 'accepted' FOR UPDATE SKIP LOCKED",
             (str(transfer_id),),
         )
         row = await cur.fetchone()
         if row is None:
-            return  # done already: by another process, or before a crash
+            return  # done already, or being done right now (by another process's sweep, say)
         source, target, amount = row
         probe.hit(f"{variant}.transfer")
         await asyncio.sleep(hold)  # the slow step (a fraud check) inside the open transaction
@@ -254,36 +322,58 @@ async def _stream_export(request: web.Request, export: Export, pace: float) -> w
 
 
 async def _audit(app: web.Application, export: Export) -> None:
-    try:
-        async with app[db_key].pool.acquire() as conn, conn.cursor() as cur:
-            await cur.execute(
-                "INSERT INTO exports (variant, rows_sent, completed) VALUES (%s, %s, %s)",
-                (app[variant_key], export.rows_sent, export.completed),
-            )
-    except Exception:
-        log.exception("could not write the export audit")
-        raise
+    async with app[db_key].pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(
+            "INSERT INTO exports (variant, rows_sent, completed) VALUES (%s, %s, %s)",
+            (app[variant_key], export.rows_sent, export.completed),
+        )
 
 
-async def recover_transfers(app: web.Application) -> None:
-    """At start-up (fixed only): complete, in the background, every transfer a crash left accepted. Safe to
-    race with another process doing the same: each transfer runs at most once."""
-    scheduler = aiojobs.aiohttp.get_scheduler_from_app(app)
-    assert scheduler is not None
-    await scheduler.spawn(_recover(app, scheduler))
+# --- the sweep (fixed only): transfers left accepted with nobody working on them --------------------------
 
 
-async def _recover(app: web.Application, scheduler: aiojobs.Scheduler) -> None:
-    sql = "SELECT id FROM transfers WHERE variant = %s AND status = 'accepted'"
-    try:
-        rows = await fetch_all(app[db_key].pool, sql, (app[variant_key],))
-    except psycopg2.Error as exc:  # Postgres down at start-up: the app still starts; the next start recovers
-        log.error("could not look for transfers to recover: %s", type(exc).__name__)
-        return
-    if rows:
-        log.warning("recovering %d accepted transfers left by a previous run", len(rows))
-    for (transfer_id,) in rows:
-        await scheduler.spawn(_run_transfer(app, uuid.UUID(str(transfer_id)), hold=0))
+async def sweep_once(app: web.Application, *, older_than: float) -> int:
+    """Hand every transfer left accepted (by a crash, a lost reply, a stop mid-drain) more than ``older_than``
+    seconds ago to the scheduler, as far as admission allows; the rest waits for the next sweep. Safe against
+    another process sweeping too: each transfer runs at most once (row lock and status check)."""
+    sql = (
+        "SELECT id FROM transfers WHERE variant = %s AND status = 'accepted'"
+        " AND accepted_at < now() - make_interval(secs => %s) ORDER BY accepted_at LIMIT 1000"
+    )
+    rows = await fetch_all(app[db_key].pool, sql, (app[variant_key], older_than))
+    handed = 0
+    for (raw_id,) in rows:
+        transfer_id = uuid.UUID(str(raw_id))
+        if transfer_id in app[in_hand_key]:
+            continue
+        passed = app[gates_key].transfers.try_enter()
+        if passed is None:
+            break  # full: the next sweep goes on
+        await _spawn_transfer(app, transfer_id, 0, passed)
+        handed += 1
+    if handed:
+        log.warning("sweep: completing %d transfers left accepted", handed)
+    return handed
+
+
+async def _sweep_forever(app: web.Application) -> None:
+    interval = app[settings_key].transfer_sweep_interval
+    older_than = 0.0  # at start-up everything accepted is from before (or a peer's: harmless, at most once)
+    while True:
+        try:
+            await sweep_once(app, older_than=older_than)
+        except (psycopg2.Error, TimeoutError, RuntimeError) as exc:  # database away, scheduler closing
+            log.error("sweep of accepted transfers failed: %s", type(exc).__name__)
+        older_than = interval
+        await asyncio.sleep(interval)
+
+
+async def _start_sweep(app: web.Application) -> None:
+    app[sweep_key] = asyncio.create_task(_sweep_forever(app), name="transfer-sweep")
+
+
+async def _stop_sweep(app: web.Application) -> None:
+    await tasks.stop(app[sweep_key])  # at shutdown, before the scheduler drains
 
 
 def log_job_error(scheduler: aiojobs.Scheduler, context: dict[str, Any]) -> None:
@@ -300,4 +390,6 @@ def setup(app: web.Application, variant: str) -> None:
         ]
     )
     if variant == "fixed":
-        app.on_startup.append(recover_transfers)
+        app[in_hand_key] = set()
+        app.on_startup.append(_start_sweep)  # after the cleanup contexts: the scheduler exists by then
+        app.on_shutdown.append(_stop_sweep)

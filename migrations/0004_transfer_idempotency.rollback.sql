@@ -1,0 +1,2 @@
+DROP INDEX transfers_idempotency_key_idx;
+ALTER TABLE transfers DROP COLUMN idempotency_key;
