@@ -96,8 +96,9 @@ async def test_abandoned_report_backends(client: TestClient, variant: str, left_
 
 @pytest.mark.parametrize(("variant", "status"), [("broken", 503), ("fixed", 201)])
 async def test_abandoned_reports_exhaust_the_role(client: TestClient, variant: str, status: int) -> None:
-    """Hang up on more slow reports than the role may have connections, as fast as they go: broken's orphaned
-    backends use up its CONNECTION LIMIT and Postgres refuses it; fixed keeps serving. The other variant is never affected."""
+    """Hang up on more slow reports than the role may have connections, as fast as they go: broken's
+    orphaned backends use up its CONNECTION LIMIT and Postgres refuses it; fixed keeps serving. The other
+    variant is never affected."""
     probe = client.app[probe_key]
     limit = (await variant_state(client, variant))["postgres"]["role_connection_limit"]
     async with Callers(client) as callers:
