@@ -96,6 +96,7 @@ async def test_a_transfer_left_accepted_is_completed_by_the_sweep(aiohttp_client
     """An accept whose reply was lost (or a crash between accept and job) leaves a row accepted with nobody on
     it. Before: it waited for the next restart, when it ran although the client had retried meanwhile."""
     client = await served(aiohttp_client, settings, transfer_sweep_interval=0.5)
+    await client.app[probe_key].reached("fixed.sweep", 1)  # the start-up sweep is over: this is a later one
     left = uuid.uuid4()
     sql(
         settings,

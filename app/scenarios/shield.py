@@ -364,6 +364,7 @@ async def _sweep_forever(app: web.Application) -> None:
             await sweep_once(app, older_than=older_than)
         except (psycopg2.Error, TimeoutError, RuntimeError) as exc:  # database away, scheduler closing
             log.error("sweep of accepted transfers failed: %s", type(exc).__name__)
+        app[probe_key].hit(f"{app[variant_key]}.sweep")
         older_than = interval
         await asyncio.sleep(interval)
 
