@@ -1,6 +1,6 @@
 """Owning a task: cancel it, then await it — with a bound, cancelling again if a cancel was lost.
 
-Python 3.11's ``asyncio.wait_for`` (which redis-py and aiopg await their I/O with) drops a cancel that lands in
+Python 3.11's ``wait_for`` (which redis-py and aiopg await their I/O with) drops a cancel that lands in
 the same loop iteration as the result, so one ``task.cancel(); await task`` can hang forever. And wrapping that
 await in ``suppress(CancelledError)`` also swallows the *caller's* cancellation. ``stop`` does neither.
 """

@@ -175,7 +175,8 @@ async def _fan_out_once(app: AppProcess, variant: str, *, subscribers: int, mess
         for i in range(messages):
             async with http.post(url, json={"data": json.dumps({"i": i, "t": time.time()})}) as resp:
                 await resp.read()
-        got = await asyncio.wait_for(asyncio.gather(*readers), timeout=60)
+        async with asyncio.timeout(60):
+            got = await asyncio.gather(*readers)
         for stream in streams:
             stream.close()
     elapsed = max(last[0] - started, 1e-9)
@@ -496,8 +497,12 @@ def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     p.add_argument("--smoke", action="store_true", help="tiny sizes: every benchmark in under a minute")
     p.add_argument("--only", help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
-    p.add_argument("--out", default=str(ROOT / "bench"), help="where results/ and RESULTS.md go")
-    return asyncio.run(main_async(p.parse_args()))
+    p.add_argument("--out", help="where results/ and RESULTS.md go (bench/; with --smoke a temporary folder)")
+    args = p.parse_args()
+    if args.out is None:  # a smoke run never overwrites the committed results
+        args.out = tempfile.mkdtemp(prefix="bench-smoke-") if args.smoke else str(ROOT / "bench")
+        print(f"results go to {args.out}")
+    return asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

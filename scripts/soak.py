@@ -91,8 +91,8 @@ async def run(args: argparse.Namespace) -> int:
             async with http.post(base + channel, json={"data": "tick"}) as resp:
                 await resp.read()
             for s in streams:
-                with_timeout = asyncio.wait_for(s.messages(1), 5)
-                await with_timeout
+                async with asyncio.timeout(5):  # not wait_for: the pitfall this project teaches
+                    await s.messages(1)
                 s.close()
 
         next_sample = 0.0

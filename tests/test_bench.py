@@ -25,7 +25,7 @@ def test_bench_smoke(settings: Settings, tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     for name in ("price_of_fix", "database_limit", "generator", "fanout", "recovery", "drivers", "soak"):
         results = json.loads((tmp_path / "results" / f"{name}.json").read_text())
-        assert results["bench_seconds"] >= 0
+        assert results["bench_seconds"] > 0  # it ran: a benchmark that took no time measured nothing
     assert (tmp_path / "results" / "price_of_fix.png").stat().st_size > 1000
     text = (tmp_path / "RESULTS.md").read_text()
     headings = (
