@@ -99,7 +99,7 @@ CHROMIUM_ARGS = [
 
 
 @pytest.mark.skip(
-    reason="KNOWN REGRESSION (session of 2026-12-01, issue 12): after the admission/shutdown changes the fixed disconnect headline shows refused requests after the fixed load; cause not yet found — see the closing note"
+    reason="KNOWN REGRESSION (2026-12-01, issue 12): fixed disconnect shows refused requests after its load"
 )
 async def test_dashboard_in_a_browser(spawn_app: Callable[..., App], tmp_path: Path) -> None:
     """Start the broken disconnect load from its button: the broken column's failure count rises while the
