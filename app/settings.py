@@ -38,7 +38,7 @@ class Settings:
     transfer_sweep_interval: float = 30.0
     orders_in_flight: int = 50
     exports_in_flight: int = 20
-    reports_in_flight: int = 10  # with a pool of 10, backends stay within the role limit of 20
+    reports_in_flight: int = 20
     # Event streams: a comment every sse_heartbeat quiet seconds; a slow subscriber's inbox holds this many.
     sse_heartbeat: float = 15.0
     # A send to a client that has not taken it within this many seconds cuts the stream (it stopped reading).

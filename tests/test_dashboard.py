@@ -98,9 +98,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.mark.skip(
-    reason="KNOWN REGRESSION (2026-12-01, issue 12): fixed disconnect shows refused requests after its load"
-)
 async def test_dashboard_in_a_browser(spawn_app: Callable[..., App], tmp_path: Path) -> None:
     """Start the broken disconnect load from its button: the broken column's failure count rises while the
     fixed column stays at 0; then the fixed load from its button: it holds, still 0."""
