@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from app.scenarios.cancellation import PITFALLS
 from tests.conftest import ROOT, App
-from tests.helpers import get_json
+from tests.helpers import Callers, get_json, poll
 
 # Python 3.12 fixed asyncio.wait_for: there the broken variant can no longer lose a cancellation.
 SPRINGS_ON_BROKEN = {name: not (name == "wait-for-race" and sys.version_info >= (3, 12)) for name in PITFALLS}
@@ -82,3 +83,40 @@ def test_script_verdicts(spawn_app: Callable[..., App]) -> None:
             expected = "reproduced" if variant == "broken" and SPRINGS_ON_BROKEN[name] else "held"
             assert f"VERDICT: {expected}" in run.stdout.splitlines(), run.stdout + run.stderr
             assert run.returncode == (0 if expected == {"broken": "reproduced", "fixed": "held"}[variant] else 1)
+
+
+def tickers() -> list[asyncio.Task]:
+    return [t for t in asyncio.all_tasks() if t.get_coro().__qualname__.endswith("ticker")]  # type: ignore[union-attr]
+
+
+async def test_blocking_call_leaves_no_ticker_behind_a_hang_up(client: TestClient) -> None:
+    """20 hang-ups while the pitfall runs. Before: each left its ticker task running (100 wake-ups a second,
+    a growing list) for the life of the process."""
+    seen: set[asyncio.Task] = set()
+    async with Callers(client) as callers:
+        for _ in range(20):
+            callers.start("GET", "/fixed/pitfalls/blocking-call")
+            new = await poll(lambda seen=seen: asyncio.sleep(0, set(tickers()) - seen), bool)  # its ticker runs
+            seen.update(new)
+            await callers.hang_up()
+    assert len(seen) == 20
+    left = await poll(lambda: asyncio.sleep(0, len(tickers())), lambda n: n == 0, timeout=5)
+    assert left == 0, f"{left} of 20 tickers still running"
+
+
+async def test_blocking_call_never_fetches_from_the_host_header(client: TestClient) -> None:
+    """The probe goes to the server's own socket. Before: it was built from ``request.url.origin()``, i.e. the
+    Host header, so a client could make the server connect anywhere (and hold a thread up to 10 s)."""
+    accepted: list[int] = []
+
+    async def trap(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        writer.close()
+
+    server = await asyncio.start_server(trap, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        resp = await client.get("/fixed/pitfalls/blocking-call", headers={"Host": f"127.0.0.1:{port}"})
+        body = await resp.json()
+    assert accepted == []
+    assert resp.status == 200 and body["healthz_latency_ms"] > 0, body

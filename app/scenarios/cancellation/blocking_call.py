@@ -13,6 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
+from ... import tasks
+
 BLOCK = 0.5
 
 
@@ -40,7 +42,9 @@ async def fixed(request: web.Request) -> dict[str, Any]:
 
 async def _run(request: web.Request, step: Any) -> dict[str, Any]:
     """While ``step`` runs: a ticker measures the longest stall of the loop, and a real /healthz request to
-    this same server, sent from a thread (it does not need the loop to send), measures what a client sees."""
+    this same server, sent from a thread (it does not need the loop to send), measures what a client sees.
+    The ticker is stopped however the run ends (a hang-up included), and the probe goes to the address the
+    server is bound to, never to one taken from the request (its Host header is the client's to choose)."""
     gaps: list[float] = []
     ticking = asyncio.Event()
 
@@ -53,14 +57,15 @@ async def _run(request: web.Request, step: Any) -> dict[str, Any]:
             gaps.append(now - last)
             last = now
 
-    tick = asyncio.create_task(ticker())
-    await ticking.wait()
-    probe = asyncio.get_running_loop().run_in_executor(None, _healthz_latency, f"{request.url.origin()}/healthz")
-    await step()
-    latency = await probe
-    await asyncio.sleep(0.05)  # the ticker's next turn records the stall, if there was one
-    tick.cancel()
-    await asyncio.gather(tick, return_exceptions=True)
+    tick = asyncio.create_task(ticker(), name="blocking-call-ticker")
+    try:
+        await ticking.wait()
+        probe = asyncio.get_running_loop().run_in_executor(None, _healthz_latency, _own_url(request, "/healthz"))
+        await step()
+        latency = await probe
+        await asyncio.sleep(0.05)  # the ticker's next turn records the stall, if there was one
+    finally:
+        await tasks.stop(tick)
     stall = max(gaps, default=0.0)
     trap = stall >= BLOCK * 0.8
     return {
@@ -70,6 +75,14 @@ async def _run(request: web.Request, step: Any) -> dict[str, Any]:
         "loop_stall_ms": round(stall * 1000, 1),
         "healthz_latency_ms": round(latency * 1000, 1),
     }
+
+
+def _own_url(request: web.Request, path: str) -> str:
+    """This server's own address: the socket the request came in on (a wildcard bind means loopback)."""
+    assert request.transport is not None
+    host, port = request.transport.get_extra_info("sockname")[:2]
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}{path}"
 
 
 def _healthz_latency(url: str) -> float:
