@@ -67,7 +67,7 @@ async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
                 continue
             try:
                 snapshot = json.dumps(await ops.snapshot(app))
-                await app[variants_key]["fixed"][redis_key].publish(channel(app), snapshot)
+                await app[variants_key]["fixed"][redis_key].client.publish(channel(app), snapshot)
             except Exception as exc:  # Redis or Postgres away: try again next tick; the page shows staleness
                 log.warning("dashboard snapshot not published: %s", type(exc).__name__)
 

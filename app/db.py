@@ -1,4 +1,5 @@
-"""Postgres access: one aiopg pool per variant (as the variant's own role) and a small admin pool."""
+"""Postgres and Redis access: per variant an aiopg pool (as the variant's own role) and a Redis client, both
+rebuildable by ``/api/reset``; and a small admin pool."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import traceback
 
 import aiopg
 import psycopg2
+from redis.asyncio import Redis
 
 
 class VariantDb:
@@ -68,3 +70,27 @@ def connection_lost(exc: BaseException) -> bool:
         frames = traceback.extract_tb(exc.__traceback__)
         return bool(frames) and frames[-1].filename.endswith("aiopg/pool.py")
     return False
+
+
+class VariantRedis:
+    """A variant's Redis client. ``/api/reset`` swaps in a fresh one, so handlers read ``.client`` each time;
+    a command in flight on the old one ends with a connection error, never with the new pool's bookkeeping."""
+
+    def __init__(self, *, url: str, max_connections: int | None) -> None:
+        self.url = url
+        self.max_connections = max_connections
+        self.client = self._new()
+
+    def __repr__(self) -> str:
+        return f"<VariantRedis max_connections={self.max_connections}>"
+
+    def _new(self) -> Redis:
+        return Redis.from_url(self.url, max_connections=self.max_connections)
+
+    async def rebuild(self) -> None:
+        """Replace the client; the old one's connections (leaked subscriptions included) are closed at once."""
+        old, self.client = self.client, self._new()
+        await old.aclose()
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -9,11 +9,10 @@ from collections.abc import AsyncIterator
 import aiojobs.aiohttp
 import aiopg
 from aiohttp import web
-from redis.asyncio import Redis
 
 from . import dashboard, ops, sse, tasks
 from .admission import Gate, Gates
-from .db import VariantDb
+from .db import VariantDb, VariantRedis
 from .errors import Handler, error_middleware
 from .keys import (
     admin_db_key,
@@ -124,10 +123,9 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         if app[variant_key] == "broken"
         else settings.fixed_redis_max_connections
     )
-    client = Redis.from_url(settings.redis_url, max_connections=limit)
-    app[redis_key] = client
+    app[redis_key] = redis = VariantRedis(url=settings.redis_url, max_connections=limit)
     yield
-    await client.aclose()
+    await redis.close()
 
 
 @web.middleware

@@ -7,10 +7,9 @@ import uuid
 
 import aiopg
 from aiohttp import web
-from redis.asyncio import Redis
 
 from .admission import Gates
-from .db import VariantDb
+from .db import VariantDb, VariantRedis
 from .hub import Hub
 from .loads import LoadRunner
 from .metrics import Metrics, Traffic
@@ -31,7 +30,7 @@ loads_key = web.AppKey("loads", LoadRunner)
 # On each variant's sub-application (/broken, /fixed): its own resources, so one cannot starve the other.
 variant_key = web.AppKey("variant", str)
 db_key = web.AppKey("db", VariantDb)
-redis_key = web.AppKey("redis", Redis)
+redis_key = web.AppKey("redis", VariantRedis)
 streams_key = web.AppKey("streams", Live)  # live event streams
 long_reads_key = web.AppKey("long_reads", Live)  # reports and exports: cut at shutdown
 gates_key = web.AppKey("gates", Gates)  # admission bounds of the fixed handlers

@@ -46,7 +46,7 @@ async def healthz(request: web.Request) -> web.Response:
     fixed = request.app[variants_key]["fixed"]
     checks = {
         "postgres": await _check(fetch_one(fixed[db_key].pool, "SELECT 1")),
-        "redis": await _check(fixed[redis_key].ping()),
+        "redis": await _check(fixed[redis_key].client.ping()),
     }
     healthy = all(v == "ok" for v in checks.values())
     return web.json_response(
@@ -160,9 +160,7 @@ async def reset(request: web.Request) -> web.Response:
     admin = request.app[admin_db_key]
     for sub in variants.values():
         await sub[db_key].rebuild()
-        redis_pool = sub[redis_key].connection_pool
-        await redis_pool.disconnect()  # closes leaked subscription connections too...
-        redis_pool.reset()  # ...and forgets them, so the pool is whole again
+        await sub[redis_key].rebuild()  # closes leaked subscription connections too
     # Orphaned queries still hold their locks: end them before TRUNCATE, or it waits for them.
     (terminated,) = await fetch_one(
         admin,

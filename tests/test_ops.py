@@ -7,7 +7,7 @@ from aiohttp.test_utils import TestClient, make_mocked_request
 
 from app import ops
 from app.factory import create_app
-from app.keys import probe_key
+from app.keys import probe_key, redis_key, variants_key
 from app.settings import Settings, with_database
 from tests.conftest import free_port
 from tests.helpers import Callers, get_json, poll, variant_state
@@ -106,3 +106,15 @@ def test_operator_rules(settings: Settings) -> None:
 
 def test_with_database_keeps_credentials() -> None:
     assert with_database("postgresql://u:p@h:5/a", "b") == "postgresql://u:p@h:5/b"
+
+
+async def test_reset_with_a_redis_command_in_flight(client: TestClient) -> None:
+    """A command holds a connection of the variant's Redis pool (as every command does between checkout and
+    release) while ``/api/reset`` gives the pools back. Before: the reset emptied that pool's books under it,
+    and the command's ``release()`` raised ``KeyError`` (a 500)."""
+    pool = client.app[variants_key]["broken"][redis_key].client.connection_pool
+    conn = await pool.get_connection()  # a command in flight
+    assert (await client.post("/api/reset")).status == 200
+    await pool.release(conn)  # the command ends: no KeyError
+    resp = await client.post("/broken/events/after-reset", json={"data": "x"})
+    assert resp.status == 202  # and the variant's Redis works after the reset

@@ -32,7 +32,7 @@ async def broken_events(request: web.Request) -> web.StreamResponse:
     channel = _channel(request)
     timeout = request.app[settings_key].sse_send_timeout
     with _admitted(request):
-        pubsub = request.app[redis_key].pubsub()
+        pubsub = request.app[redis_key].client.pubsub()
         await pubsub.subscribe(channel)
         await pubsub.get_message(timeout=5)  # the confirmation: from now on the channel reaches us
         async with sse.stream(request, send_timeout=timeout) as response:
@@ -63,7 +63,7 @@ async def publish(request: web.Request) -> web.Response:
     """Publishing borrows a connection from the variant's pool: once broken's pool is eaten, this fails too."""
     channel = _channel(request)
     data = validation.text(await validation.json_object(request), "data", max_len=64 * 1024)
-    receivers = await request.app[redis_key].publish(channel, data)
+    receivers = await request.app[redis_key].client.publish(channel, data)
     return web.json_response({"published": True, "receivers": receivers}, status=202)
 
 
@@ -73,11 +73,11 @@ async def event_stats(request: web.Request) -> web.Response:
 
 def figures(app: web.Application) -> dict[str, int]:
     """The variant's streams and Redis connections checked out right now (its pool, plus its hub's)."""
-    clients = [app[redis_key], *([app[hub_key].redis] if hub_key in app else [])]
+    clients = [app[redis_key].client, *([app[hub_key].redis] if hub_key in app else [])]
     return {
         "subscribers": len(app[streams_key]),
         "redis_connections_in_use": sum(len(c.connection_pool._in_use_connections) for c in clients),  # type: ignore[attr-defined]
-        "redis_max_connections": app[redis_key].connection_pool.max_connections,  # type: ignore[attr-defined]
+        "redis_max_connections": app[redis_key].client.connection_pool.max_connections,  # type: ignore[attr-defined]
     }
 
 
