@@ -46,6 +46,7 @@ def create_app(settings: Settings) -> web.Application:
     app[metrics_key] = Metrics(traffic)
     app[probe_key] = probe = Probe()
     app.cleanup_ctx.append(tasks.guarded(admin_db_ctx))  # root clean-ups run first: never let one raise
+    app.cleanup_ctx.append(tasks.guarded(ops.health_ctx))
     app.add_routes(ops.ROUTES)
     dashboard.setup(app)
     variants: dict[str, web.Application] = {}

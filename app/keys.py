@@ -9,7 +9,7 @@ import aiopg
 from aiohttp import web
 
 from .admission import Gates
-from .db import VariantDb, VariantRedis
+from .db import Health, VariantDb, VariantRedis
 from .hub import Hub
 from .loads import LoadRunner
 from .metrics import Metrics, Traffic
@@ -21,6 +21,7 @@ from .sse import Live
 settings_key = web.AppKey("settings", Settings)
 probe_key = web.AppKey("probe", Probe)
 admin_db_key = web.AppKey("admin_db", aiopg.Pool)
+health_key = web.AppKey("health", Health)  # /healthz's own connections
 variants_key = web.AppKey("variants", dict[str, web.Application])
 traffic_key = web.AppKey("traffic", Traffic)
 metrics_key = web.AppKey("metrics", Metrics)
@@ -44,6 +45,7 @@ __all__ = [
     "dashboards_key",
     "db_key",
     "gates_key",
+    "health_key",
     "hub_key",
     "in_hand_key",
     "loads_key",

@@ -6,19 +6,23 @@ import asyncio
 import hmac
 import logging
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiojobs.aiohttp
+import aiopg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
+from redis.asyncio import Redis
 
 from . import scenarios
 from .clients import client_address
-from .db import fetch_all, fetch_one
+from .db import Health, fetch_all, fetch_one
 from .errors import json_error
 from .keys import (
     admin_db_key,
     db_key,
+    health_key,
     hub_key,
     metrics_key,
     probe_key,
@@ -42,16 +46,31 @@ async def ping(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 when the *fixed* variant reaches Postgres and Redis: the broken one may be down on purpose."""
-    fixed = request.app[variants_key]["fixed"]
+    """200 when the *fixed* variant reaches Postgres and Redis and its hub listens: the broken one may be
+    down on purpose. Checked on connections of its own (``health_ctx``), so a burst that takes every pooled
+    connection cannot make a healthy service look down."""
+    health, fixed = request.app[health_key], request.app[variants_key]["fixed"]
     checks = {
-        "postgres": await _check(fetch_one(fixed[db_key].pool, "SELECT 1")),
-        "redis": await _check(fixed[redis_key].client.ping()),
+        "postgres": await _check(fetch_one(health.pg, "SELECT 1")),
+        "redis": await _check(health.redis.ping()),
+        "hub": "ok" if fixed[hub_key].connected else "unavailable: not subscribed",
     }
     healthy = all(v == "ok" for v in checks.values())
     return web.json_response(
         {"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503
     )
+
+
+async def health_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The health check's own connections: a pool of one as the fixed role, a Redis client of one."""
+    settings = app[settings_key]
+    redis = Redis.from_url(settings.redis_url, max_connections=1)
+    pg = await aiopg.create_pool(settings.variant_dsn("fixed"), minsize=0, maxsize=1, timeout=HEALTH_TIMEOUT)
+    app[health_key] = Health(pg, redis)
+    yield
+    pg.terminate()
+    await pg.wait_closed()
+    await redis.aclose()
 
 
 async def _check(probe: Any) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.test_utils import TestClient, make_mocked_request
 
-from app import ops
+from app import ops, tasks
 from app.factory import create_app
-from app.keys import probe_key, redis_key, variants_key
+from app.keys import db_key, hub_key, probe_key, redis_key, variants_key
 from app.settings import Settings, with_database
 from tests.conftest import free_port
 from tests.helpers import Callers, get_json, poll, variant_state
@@ -16,7 +16,7 @@ from tests.helpers import Callers, get_json, poll, variant_state
 async def test_healthz_ok(client: TestClient) -> None:
     resp = await client.get("/healthz")
     assert resp.status == 200
-    assert await resp.json() == {"status": "ok", "checks": {"postgres": "ok", "redis": "ok"}}
+    assert await resp.json() == {"status": "ok", "checks": {"postgres": "ok", "redis": "ok", "hub": "ok"}}
 
 
 async def test_healthz_503_when_redis_is_unreachable(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
@@ -118,3 +118,29 @@ async def test_reset_with_a_redis_command_in_flight(client: TestClient) -> None:
     await pool.release(conn)  # the command ends: no KeyError
     resp = await client.post("/broken/events/after-reset", json={"data": "x"})
     assert resp.status == 202  # and the variant's Redis works after the reset
+
+
+async def test_healthz_has_its_own_budget(client: TestClient) -> None:
+    """Every connection of the fixed Postgres pool and Redis pool taken (a burst): /healthz still answers 200
+    at once. Before: it queued for the same pools, timed out after 2 s and said 503."""
+    fixed = client.app[variants_key]["fixed"]
+    pool, redis_pool = fixed[db_key].pool, fixed[redis_key].client.connection_pool
+    held = [await pool.acquire() for _ in range(pool.maxsize)]
+    taken = [await redis_pool.get_connection() for _ in range(redis_pool.max_connections)]
+    try:
+        resp = await client.get("/healthz")
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["checks"] == {"postgres": "ok", "redis": "ok", "hub": "ok"}
+    finally:
+        for conn in held:
+            await pool.release(conn)
+        for rconn in taken:
+            await redis_pool.release(rconn)
+
+
+async def test_healthz_says_503_when_the_hub_is_not_listening(client: TestClient) -> None:
+    hub = client.app[variants_key]["fixed"][hub_key]
+    assert hub._task is not None
+    await tasks.stop(hub._task)
+    resp = await client.get("/healthz")
+    assert resp.status == 503 and (await resp.json())["checks"]["hub"].startswith("unavailable")
