@@ -24,7 +24,15 @@ async def test_pitfall(client: TestClient, name: str, variant: str) -> None:
     result = await get_json(client, f"/{variant}/pitfalls/{name}")
     assert result["pitfall"] == name and result["variant"] == variant
     assert result["trap"] is (variant == "broken" and SPRINGS_ON_BROKEN[name]), result
-    assert result["summary"]
+
+
+@pytest.mark.parametrize("name", list(PITFALLS))
+async def test_summaries_report_what_happened(client: TestClient, name: str) -> None:
+    """The one-line summary is made from the run, not a fixed text: broken's and fixed's differ."""
+    broken = await get_json(client, f"/broken/pitfalls/{name}")
+    fixed = await get_json(client, f"/fixed/pitfalls/{name}")
+    if SPRINGS_ON_BROKEN[name]:
+        assert broken["summary"] != fixed["summary"], (broken["summary"], fixed["summary"])
 
 
 async def test_the_figures_behind_the_verdicts(client: TestClient) -> None:
@@ -51,6 +59,11 @@ async def test_the_figures_behind_the_verdicts(client: TestClient) -> None:
     broken, fixed = await both("gather-orphans")
     assert (broken["running_after_failure"], broken["writes_after_failure"]) == (3, 3)
     assert (fixed["running_after_failure"], fixed["writes_after_failure"]) == (0, 0)
+
+    broken, fixed = await both("self-cancel")
+    assert broken["writes_before_stop"] == fixed["writes_before_stop"] == ["before the stop"]  # both ran
+    assert broken["writes_after_stop"] == ["written after the stop"] and broken["outcome"].startswith("cancelled")
+    assert fixed["writes_after_stop"] == [] and fixed["outcome"] == "returned"
 
     broken, fixed = await both("hidden-coroutine")
     assert broken["missed"] == ["lambda", "async __call__", "sync wrapper"]

@@ -12,16 +12,22 @@ from typing import Any
 from aiohttp import web
 
 
-async def broken_job(writes: list[str]) -> None:
-    asyncio.current_task().cancel()  # type: ignore[union-attr]  # "stop this task here"
-    writes.append("written after cancel()")  # runs: cancel() only set a flag
+async def broken_job(writes: list[str], *, stop: bool) -> None:
+    writes.append("before the stop")
+    if stop:
+        asyncio.current_task().cancel()  # type: ignore[union-attr]  # "stop this task here"
+    writes.append("written after the stop")  # runs: cancel() only set a flag
     await asyncio.sleep(0)  # CancelledError lands here
-    writes.append("never")
+    writes.append("later")
 
 
-async def fixed_job(writes: list[str]) -> None:
-    return  # stop here, really
-    writes.append("unreachable")  # pragma: no cover
+async def fixed_job(writes: list[str], *, stop: bool) -> None:
+    writes.append("before the stop")
+    if stop:
+        return  # stop here, really
+    writes.append("written after the stop")
+    await asyncio.sleep(0)
+    writes.append("later")
 
 
 async def broken(request: web.Request) -> dict[str, Any]:
@@ -35,17 +41,19 @@ async def fixed(request: web.Request) -> dict[str, Any]:
 
 
 async def _run(job: Any) -> dict[str, Any]:
+    """The job decides to stop after its first write; anything written after that is the trap."""
     writes: list[str] = []
-    task = asyncio.create_task(job(writes))
+    task = asyncio.create_task(job(writes, stop=True))
     try:
         await task
         outcome = "returned"
     except asyncio.CancelledError:
         outcome = "cancelled at its next await"
-    trap = bool(writes)
+    after = writes[1:]
     return {
-        "trap": trap,
-        "summary": f"{outcome}; writes after the stop: {writes or 'none'}",
-        "writes_after_stop": writes,
+        "trap": bool(after),
+        "summary": f"{outcome}; writes after the stop: {after or 'none'}",
+        "writes_before_stop": writes[:1],
+        "writes_after_stop": after,
         "outcome": outcome,
     }
