@@ -43,6 +43,8 @@ async def test_healthz_503_when_postgres_is_unreachable(aiohttp_client, settings
 
 
 async def test_state_shape(client: TestClient) -> None:
+    # Ready first: the start-up sweep of left-over transfers has run (it used to be a job racing this read).
+    await client.app[probe_key].reached("fixed.sweep", 1)
     state = await get_json(client, "/api/state")
     assert set(state["variants"]) == {"broken", "fixed"}
     for variant, s in state["variants"].items():
