@@ -8,7 +8,7 @@ BASE_URL ?= http://127.0.0.1:8080
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate test bench lint up down demo watch pitfall load-disconnect load-shield load-pubsub
+.PHONY: help install run migrate test bench lint up down demo watch pitfall explore load-disconnect load-shield load-pubsub
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ watch: install ## the dashboard's figures in the terminal
 
 pitfall: install ## one gallery pitfall against a running app (NAME=swallowed-cancel VARIANT=broken; NAME=list)
 	$(PY) -m scripts.pitfall $(if $(filter list,$(NAME)),--list,$(NAME) --variant $(VARIANT)) --base-url $(BASE_URL)
+
+explore: install ## the cancellation map: each handler cancelled at each await (TARGET=all|orders|…, VARIANT=)
+	$(PY) -m scripts.explore $(or $(TARGET),all) $(if $(filter command line,$(origin VARIANT)),--variant $(VARIANT))
 
 load-disconnect: install ## load scenario disconnect against a running app (VARIANT=broken|fixed)
 	$(PY) -m scripts.load disconnect --variant $(VARIANT) --base-url $(BASE_URL)

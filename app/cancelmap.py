@@ -21,6 +21,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
 PROJECT = Path(__file__).resolve().parent.parent
 SETTLE = 5.0  # how long a cancelled unit may take to finish its cleanup before it counts as hung
 
@@ -118,10 +121,15 @@ class _Driven:
                 to_throw = exc
 
 
-async def record(unit: Callable[[], Coroutine[Any, Any, Any]]) -> list[Point]:
-    """Run the unit once, uncancelled, and return its suspension points in order."""
+async def record(unit: Callable[[], Coroutine[Any, Any, Any]], *, settle: float = SETTLE) -> list[Point]:
+    """Run the unit once, uncancelled (at most ``settle`` seconds), and return its suspension points in order."""
     driven = _Driven(unit(), None)
-    await asyncio.create_task(_drive(driven))
+    task = asyncio.create_task(_drive(driven))
+    done, _ = await asyncio.wait({task}, timeout=settle)
+    if not done:
+        task.cancel()
+        raise TimeoutError(f"the unit did not finish within {settle} s uncancelled: nothing to explore")
+    task.result()
     return driven.points
 
 
@@ -166,7 +174,7 @@ async def explore(
     anything afterwards."""
     if reset is not None:
         await reset()
-    points = await record(unit)
+    points = await record(unit, settle=settle)
     trials = []
     for k in range(1, min(len(points), limit) + 1):
         if reset is not None:
@@ -186,3 +194,101 @@ def table(trials: list[Trial]) -> str:
         where = f"{t.point.where} {t.point.line}" if t.point else "?"
         lines.append(f"{t.k:>3}  {where[:70]:<70}  {t.outcome:<12}  {'; '.join(t.violations) or 'held'}")
     return "\n".join(lines)
+
+
+# --- HTTP units: the handler's own task, cancelled as a client hang-up does --------------------------------
+
+
+@dataclass
+class Plan:
+    """What the explore middleware does with the next request: record its suspension points, and cancel its
+    handler's task at the ``cancel_at``-th (``None``: never). Filled in with what happened."""
+
+    cancel_at: int | None = None
+    points: list[Point] = field(default_factory=list)
+    outcome: str = ""  # "cancelled", "returned", "finished", "raised <Exc>"; "" while the handler runs
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def explore_middleware(plans: list[Plan]) -> Middleware:
+    """Outermost middleware of an app built for exploring (``Settings.explore``): the request's whole
+    handling, middlewares included, runs through ``_Driven`` in aiohttp's own handler task. With
+    ``handler_cancellation=True`` a hang-up is exactly ``task.cancel()`` on that task at its current await;
+    this cancels it at a chosen await instead of a random one."""
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[..., Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if not plans:
+            return await handler(request)
+        plan = plans.pop(0)
+        driven = _Driven(handler(request), plan.cancel_at)  # type: ignore[arg-type]  # an Awaitable, in fact a coroutine
+        try:
+            response = await driven
+            plan.outcome = "returned" if driven.delivered else "finished"
+            return response  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            plan.outcome = "cancelled"
+            raise
+        except Exception as exc:
+            plan.outcome = f"raised {type(exc).__name__}"
+            raise
+        finally:
+            plan.points = driven.points
+            plan.done.set()
+
+    return middleware
+
+
+async def explore_http(
+    send: Callable[[Plan], Awaitable[str]],
+    *,
+    invariant: Callable[[], Awaitable[list[str]]],
+    reset: Callable[[], Awaitable[None]],
+    expect: str = "cancelled",
+    limit: int = 200,
+) -> list[Trial]:
+    """``explore`` for a handler reached over HTTP: ``send(plan)`` makes the request with ``plan`` queued for the
+    explore middleware and returns what the handler did. A sequence of points that differs between two
+    uncancelled runs is reported as a finding (nondeterministic cancellation points), not hidden."""
+    recorded = []
+    await reset()
+    await send(Plan())  # warm up: the first run also opens pool connections, which later runs do not
+    await invariant()
+    for _ in range(2):
+        await reset()
+        plan = Plan()
+        await send(plan)
+        await invariant()  # let the uncancelled run settle before the next
+        recorded.append([p.where for p in plan.points])
+    points = plan.points
+    trials = []
+    if recorded[0] != recorded[1]:
+        trials.append(Trial(0, None, "recorded twice", [f"nondeterministic: {recorded[0]} vs {recorded[1]}"]))
+    for k in range(1, min(len(points), limit) + 1):
+        await reset()
+        plan = Plan(cancel_at=k)
+        outcome = await send(plan)
+        violations = [] if outcome == expect else [f"handler saw {outcome!r}, expected {expect!r}"]
+        violations += await invariant()
+        trials.append(Trial(k, plan.points[k - 1] if len(plan.points) >= k else None, outcome, violations))
+    return trials
+
+
+def as_json(trials: list[Trial]) -> dict[str, Any]:
+    return {
+        "points": len([t for t in trials if t.k]),
+        "violating": [t.k for t in trials if not t.held],
+        "trials": [
+            {
+                "k": t.k,
+                "where": t.point.where if t.point else None,
+                "line": t.point.line if t.point else None,
+                "awaiting": t.point.awaiting if t.point else None,
+                "outcome": t.outcome,
+                "violations": t.violations,
+            }
+            for t in trials
+        ],
+    }

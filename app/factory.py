@@ -10,7 +10,7 @@ import aiojobs.aiohttp
 import aiopg
 from aiohttp import web
 
-from . import dashboard, ops, sse, tasks
+from . import cancelmap, dashboard, ops, sse, tasks
 from .admission import Gate, Gates
 from .db import VariantDb, VariantRedis
 from .errors import Handler, error_middleware
@@ -21,6 +21,7 @@ from .keys import (
     gates_key,
     long_reads_key,
     metrics_key,
+    plans_key,
     probe_key,
     redis_key,
     settings_key,
@@ -40,7 +41,12 @@ MAX_BODY = 1024**2
 
 def create_app(settings: Settings) -> web.Application:
     traffic = Traffic()
-    app = web.Application(middlewares=[make_middleware(traffic), error_middleware], client_max_size=MAX_BODY)
+    plans: list[cancelmap.Plan] = []
+    middlewares = [make_middleware(traffic), error_middleware]
+    if settings.explore:
+        middlewares.insert(0, cancelmap.explore_middleware(plans))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
+    app[plans_key] = plans
     app[settings_key] = settings
     app[traffic_key] = traffic
     app[metrics_key] = Metrics(traffic)

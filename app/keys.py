@@ -9,6 +9,7 @@ import aiopg
 from aiohttp import web
 
 from .admission import Gates
+from .cancelmap import Plan
 from .db import Health, VariantDb, VariantRedis
 from .hub import Hub
 from .loads import LoadRunner
@@ -23,6 +24,7 @@ probe_key = web.AppKey("probe", Probe)
 admin_db_key = web.AppKey("admin_db", aiopg.Pool)
 health_key = web.AppKey("health", Health)  # /healthz's own connections
 variants_key = web.AppKey("variants", dict[str, web.Application])
+plans_key = web.AppKey("explore_plans", list[Plan])  # Settings.explore: what to do with the next requests
 traffic_key = web.AppKey("traffic", Traffic)
 metrics_key = web.AppKey("metrics", Metrics)
 dashboards_key = web.AppKey("dashboards", Live)  # open dashboard streams
@@ -51,6 +53,7 @@ __all__ = [
     "loads_key",
     "long_reads_key",
     "metrics_key",
+    "plans_key",
     "probe_key",
     "redis_key",
     "settings_key",

@@ -51,6 +51,9 @@ class Settings:
     access_log: bool = False
     # Conference mode (DEMO=1): aiomonitor on 127.0.0.1, terminal UI on monitor_port, web UI on +1.
     demo: bool = False
+    # The cancellation map (scripts.explore, tests): an outermost middleware that drives every request's
+    # handling and cancels it at a chosen await (app/cancelmap.py). Never from the environment.
+    explore: bool = False
     monitor_port: int = 20101
 
     @classmethod

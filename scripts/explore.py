@@ -1,0 +1,224 @@
+"""The cancellation map: cancel a handler (or a piece of the app's plumbing) at each of its awaits in turn.
+
+    python -m scripts.explore <target|all> [--variant broken|fixed] [--json PATH]
+
+Runs the app in this process against the real Postgres and Redis (a database of its own, ``<db>_explore``),
+records the target's suspension points, then for each point k runs it again from a reset with its handler's
+task cancelled exactly there — what aiohttp does on a client hang-up with ``handler_cancellation=True`` — and
+checks the target's invariant. Prints a table per target and ``VERDICT: reproduced`` (broken: at least one
+point violates) / ``held`` (fixed: none does) / ``unexpected``; exits 0 only for the expected verdict. An
+unknown target lists the targets and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiojobs.aiohttp
+from aiohttp.test_utils import TestClient, TestServer
+
+from app import cancelmap
+from app.db import fetch_all, fetch_one
+from app.factory import create_app
+from app.keys import admin_db_key, db_key, plans_key, settings_key, variants_key
+from app.migrate import migrate
+from app.scenarios import RESET_SQL
+from app.settings import Settings, database_name, with_database
+
+from ._common import EXPECTED
+
+Check = Callable[[TestClient, str], Awaitable[list[str]]]
+ORDER = {"customer": "explorer", "items": [{"sku": "tea", "qty": 2}, {"sku": "cup", "qty": 1}]}
+TRANSFER = {"from": "alice", "to": "bob", "amount": 5}
+SETTLE = 5.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """One handler to explore: the request that reaches it, and what must hold after each cancelled run."""
+
+    name: str
+    method: str
+    path: str  # "{variant}" is filled in
+    body: dict[str, Any] | None
+    invariant: Check
+
+
+async def quiet(client: TestClient, variant: str) -> list[str]:
+    """Wait (bounded) until the variant has nothing in flight: no job, no pool connection in use."""
+    sub = client.app[variants_key][variant]  # type: ignore[index]
+    scheduler = aiojobs.aiohttp.get_scheduler_from_app(sub)
+    assert scheduler is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SETTLE
+    while loop.time() < deadline:
+        pool = sub[db_key].pool
+        if scheduler.active_count + scheduler.pending_count == 0 and pool.size == pool.freesize:
+            return []
+        await asyncio.sleep(0.02)
+    return ["did not settle: work still in flight"]
+
+
+async def orders_whole(client: TestClient, variant: str) -> list[str]:
+    problems = await quiet(client, variant)
+    sql = (
+        "SELECT count(*) FROM orders o WHERE o.variant = %s"
+        " AND NOT EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.id)"
+    )
+    (half,) = await fetch_one(client.app[admin_db_key], sql, (variant,))  # type: ignore[index]
+    return problems + ([f"{half} order(s) without items"] if half else [])
+
+
+async def no_backend_left(client: TestClient, variant: str) -> list[str]:
+    """No backend of the variant's role still running the report 0.5 s after the handler ended."""
+    problems = await quiet(client, variant)
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND usename = %s AND state = 'active' AND query LIKE 'SELECT pg_sleep%%'"
+    )
+    role = client.app[settings_key].role(variant)  # type: ignore[index, arg-type]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 0.5
+    while True:
+        (running,) = await fetch_one(client.app[admin_db_key], sql, (role,))  # type: ignore[index]
+        if not running or loop.time() >= deadline:
+            break
+        await asyncio.sleep(0.02)
+    return problems + ([f"{running} report backend(s) outlive their request"] if running else [])
+
+
+async def transfers_exactly_once(client: TestClient, variant: str) -> list[str]:
+    problems = await quiet(client, variant)
+    sql = (
+        "SELECT count(*) FILTER (WHERE status <> 'committed'),"
+        " (SELECT sum(balance) FROM accounts WHERE variant = %(v)s)::bigint FROM transfers WHERE variant = %(v)s"
+    )
+    left, balance = await fetch_one(client.app[admin_db_key], sql, {"v": variant})  # type: ignore[index]
+    if left:
+        problems.append(f"{left} transfer(s) accepted and never committed")
+    if balance != 4_000_000:
+        problems.append(f"money not conserved: {balance}")
+    return problems
+
+
+async def export_audited(client: TestClient, variant: str) -> list[str]:
+    problems = await quiet(client, variant)
+    rows = await fetch_all(client.app[admin_db_key], "SELECT count(*) FROM exports WHERE variant = %s", (variant,))  # type: ignore[index]
+    audits = rows[0][0]
+    return problems + ([f"{audits} audit records for one export"] if audits != 1 else [])
+
+
+TARGETS = {
+    t.name: t
+    for t in (
+        Target("orders", "POST", "/{variant}/orders?hold=0.05", ORDER, orders_whole),
+        Target("reports", "GET", "/{variant}/reports/slow?seconds=2", None, no_backend_left),
+        Target("transfers", "POST", "/{variant}/transfers?hold=0.05", TRANSFER, transfers_exactly_once),
+        Target("export", "GET", "/{variant}/export?pace=0.01", None, export_audited),
+    )
+}
+
+
+async def reset(client: TestClient, target: Target) -> None:
+    admin = client.app[admin_db_key]  # type: ignore[index]
+    await fetch_one(admin, f"{RESET_SQL}; SELECT 1")
+    if target.name == "export":  # 150 rows: two chunks to stream
+        await fetch_one(
+            admin,
+            "INSERT INTO transfers (id, variant, from_account, to_account, amount, status)"
+            " SELECT gen_random_uuid(), v, 'alice', 'bob', 1, 'committed'"
+            " FROM unnest(ARRAY['broken', 'fixed']) v, generate_series(1, 150); SELECT 1",
+        )
+
+
+async def explore_target(client: TestClient, target: Target, variant: str) -> list[cancelmap.Trial]:
+    plans = client.app[plans_key]  # type: ignore[index]
+    path = target.path.format(variant=variant)
+
+    async def send(plan: cancelmap.Plan) -> str:
+        plans.append(plan)
+        try:
+            async with client.request(target.method, path, json=target.body) as resp:
+                await resp.read()
+        except aiohttp.ClientError:
+            pass  # the server hung up: its handler was cancelled
+        try:
+            async with asyncio.timeout(SETTLE):
+                await plan.done.wait()
+        except TimeoutError:
+            return "hung"
+        return plan.outcome
+
+    async def reset_() -> None:
+        await reset(client, target)
+
+    async def invariant() -> list[str]:
+        return await target.invariant(client, variant)
+
+    return await cancelmap.explore_http(send, reset=reset_, invariant=invariant)
+
+
+async def served(settings: Settings) -> TestClient:
+    server = TestServer(create_app(settings))  # aiohttp's test server: handler_cancellation=True
+    client = TestClient(server)
+    await client.start_server()
+    return client
+
+
+def explore_settings() -> Settings:
+    base = Settings.from_env()
+    url = with_database(base.database_url, f"{database_name(base.database_url)}_explore")
+    return dataclasses.replace(base, database_url=url, explore=True)
+
+
+async def run(args: argparse.Namespace) -> int:
+    settings = explore_settings()
+    migrate(settings.database_url)
+    client = await served(settings)
+    names = list(TARGETS) if args.target == "all" else [args.target]
+    variants = [args.variant] if args.variant else ["broken", "fixed"]
+    report: list[dict[str, Any]] = []
+    ok = True
+    try:
+        for name in names:
+            for variant in variants:
+                trials = await explore_target(client, TARGETS[name], variant)
+                bad = [t for t in trials if not t.held]
+                verdict = "reproduced" if bad else "held"
+                print(f"\n{name} / {variant}: {len(trials)} suspension points, {len(bad)} violating")
+                print(cancelmap.table(trials))
+                print(f"VERDICT: {verdict}")
+                ok = ok and verdict == EXPECTED[variant]
+                report.append(
+                    {"target": name, "variant": variant, "verdict": verdict, **cancelmap.as_json(trials)}
+                )
+    finally:
+        await client.close()
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m scripts.explore", description=__doc__.split("\n")[0])
+    p.add_argument("target", help=f"one of {', '.join(TARGETS)}, or all")
+    p.add_argument("--variant", choices=["broken", "fixed"])
+    p.add_argument("--json", type=Path, help="write the maps as JSON here")
+    args = p.parse_args(argv)
+    if args.target != "all" and args.target not in TARGETS:
+        print(f"unknown target {args.target!r}; targets: {', '.join(TARGETS)}, all", file=sys.stderr)
+        return 2
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

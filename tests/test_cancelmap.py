@@ -1,0 +1,85 @@
+"""The cancellation engine itself (app/cancelmap.py) on pure-asyncio units with known suspension points, and
+the map of one real handler pair over HTTP (``python -m scripts.explore``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+
+from app import cancelmap
+from app.settings import Settings
+from scripts import explore
+
+
+async def three_points(log: list[str]) -> None:
+    try:
+        await asyncio.sleep(0)
+        await asyncio.sleep(0.001)
+        await asyncio.sleep(0)
+        log.append("done")
+    finally:
+        log.append("cleanup")
+
+
+async def swallows_at_the_second(log: list[str]) -> None:
+    await asyncio.sleep(0)
+    with contextlib.suppress(asyncio.CancelledError):  # the bug: a cancel here is eaten
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0)
+    log.append("done")
+
+
+async def test_records_every_suspension_point_in_order() -> None:
+    log: list[str] = []
+    points = await cancelmap.record(lambda: three_points(log))
+    assert len(points) == 3
+    assert [p.line for p in points] == [
+        "await asyncio.sleep(0)",
+        "await asyncio.sleep(0.001)",
+        "await asyncio.sleep(0)",
+    ]
+    assert all(p.where.startswith("tests/test_cancelmap.py:") for p in points)
+
+
+async def test_a_correct_unit_holds_at_every_point() -> None:
+    log: list[str] = []
+    trials = await cancelmap.explore(lambda: three_points(log))
+    assert [t.outcome for t in trials] == ["cancelled"] * 3
+    assert all(t.held for t in trials)
+    assert log.count("cleanup") == 4 and log.count("done") == 1  # the recording run, then three cancelled ones
+
+
+async def test_a_deliberately_broken_unit_is_caught_at_its_point() -> None:
+    log: list[str] = []
+    trials = await cancelmap.explore(lambda: swallows_at_the_second(log))
+    assert [t.held for t in trials] == [True, False, True]
+    assert trials[1].outcome == "returned"  # the cancel was swallowed: the caller never knew
+    assert trials[1].point is not None and "asyncio.sleep(0.001)" in trials[1].point.line
+
+
+async def test_a_unit_that_hangs_after_a_cancel_is_reported_hung() -> None:
+    async def hangs() -> None:
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)  # a cleanup that never ends (until cancelled again)
+            raise
+
+    trials = await cancelmap.explore(hangs, settle=0.2)
+    assert [t.outcome for t in trials] == ["hung"]
+
+
+async def test_the_orders_pair_over_http(settings: Settings) -> None:
+    """broken fails at named points (an order without items); fixed holds at every point."""
+    served = await explore.served(dataclasses.replace(settings, explore=True))
+    try:
+        broken = await explore.explore_target(served, explore.TARGETS["orders"], "broken")
+        fixed = await explore.explore_target(served, explore.TARGETS["orders"], "fixed")
+    finally:
+        await served.close()
+    bad = [t for t in broken if not t.held]
+    assert bad and all("without items" in " ".join(t.violations) for t in bad), cancelmap.table(broken)
+    assert any(t.point and "asyncio.sleep(hold)" in t.point.line for t in bad), cancelmap.table(broken)
+    assert fixed and all(t.held for t in fixed), cancelmap.table(fixed)
