@@ -3,6 +3,7 @@ rebuildable by ``/api/reset``; and a small admin pool."""
 
 from __future__ import annotations
 
+import asyncio
 import traceback
 from dataclasses import dataclass
 
@@ -47,9 +48,19 @@ class VariantDb:
             await self._pool.wait_closed()
 
 
+def raise_swallowed_cancel() -> None:
+    """Raise a cancellation that a library swallowed. aiopg awaits every query with ``asyncio.wait_for``,
+    which on Python 3.11 returns the result when a cancel lands with it (fixed in 3.12): the query "succeeds"
+    and the task runs on as if nobody had asked it to stop. ``Task.cancelling()`` still counts the request."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def fetch_one(pool: aiopg.Pool, sql: str, args: object = None) -> tuple[object, ...]:
     async with pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute(sql, args)
+        raise_swallowed_cancel()
         row = await cur.fetchone()
     assert row is not None
     return tuple(row)
@@ -58,6 +69,7 @@ async def fetch_one(pool: aiopg.Pool, sql: str, args: object = None) -> tuple[ob
 async def fetch_all(pool: aiopg.Pool, sql: str, args: object = None) -> list[tuple[object, ...]]:
     async with pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute(sql, args)
+        raise_swallowed_cancel()
         return [tuple(row) for row in await cur.fetchall()]
 
 
