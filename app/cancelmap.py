@@ -43,6 +43,8 @@ class Trial:
     point: Point | None
     outcome: str  # "cancelled", "returned" (the cancel was swallowed), "raised <Exc>", "hung"
     violations: list[str] = field(default_factory=list)
+    second: int | None = None  # depth 2: cancelled again at the j-th suspension of the cleanup the first started
+    second_point: Point | None = None
 
     @property
     def held(self) -> bool:
@@ -89,13 +91,14 @@ def _relative(filename: str) -> str:
 
 
 class _Driven:
-    """Awaits ``coro`` step by step, recording each suspension; cancels its own task at the ``cancel_at``-th."""
+    """Awaits ``coro`` step by step, recording each suspension; cancels its own task at each suspension whose
+    (1-based) number is in ``cancels``."""
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], cancel_at: int | None) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, Any], cancels: tuple[int, ...] = ()) -> None:
         self.coro = coro
-        self.cancel_at = cancel_at
+        self.cancels = cancels
         self.points: list[Point] = []
-        self.delivered = False
+        self.delivered = 0
 
     def __await__(self) -> Generator[Any, Any, Any]:
         task = asyncio.current_task()
@@ -112,8 +115,8 @@ class _Driven:
             except StopIteration as stop:
                 return stop.value
             self.points.append(locate(self.coro))
-            if len(self.points) == self.cancel_at:
-                self.delivered = True
+            if len(self.points) in self.cancels:
+                self.delivered += 1
                 task.cancel()  # the task is mid-step: asyncio cancels the future we are about to wait on
             try:
                 to_send = yield yielded
@@ -123,7 +126,7 @@ class _Driven:
 
 async def record(unit: Callable[[], Coroutine[Any, Any, Any]], *, settle: float = SETTLE) -> list[Point]:
     """Run the unit once, uncancelled (at most ``settle`` seconds), and return its suspension points in order."""
-    driven = _Driven(unit(), None)
+    driven = _Driven(unit())
     task = asyncio.create_task(_drive(driven))
     done, _ = await asyncio.wait({task}, timeout=settle)
     if not done:
@@ -138,25 +141,25 @@ async def _drive(driven: _Driven) -> Any:
 
 
 async def cancel_at(
-    unit: Callable[[], Coroutine[Any, Any, Any]], k: int, *, settle: float = SETTLE
-) -> tuple[Point | None, str]:
-    """Run a fresh unit, cancel it at its k-th suspension, and return where that was and what its caller saw."""
-    driven = _Driven(unit(), k)
+    unit: Callable[[], Coroutine[Any, Any, Any]], cancels: tuple[int, ...], *, settle: float = SETTLE
+) -> tuple[list[Point], str]:
+    """Run a fresh unit, cancel it at each suspension numbered in ``cancels``, and return all its suspension
+    points (the cancelled run's: those after the first cancel are its cleanup's) and what its caller saw."""
+    driven = _Driven(unit(), cancels)
     task = asyncio.create_task(_drive(driven))
     done, _ = await asyncio.wait({task}, timeout=settle)
-    point = driven.points[k - 1] if len(driven.points) >= k else None
     if not done:
         task.cancel()  # give up on it: a hang is the finding
         await asyncio.wait({task}, timeout=settle)
         if not task.done():
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        return point, "hung"
+        return driven.points, "hung"
     if task.cancelled():
-        return point, "cancelled"
+        return driven.points, "cancelled"
     exc = task.exception()
     if exc is not None:
-        return point, f"raised {type(exc).__name__}"
-    return point, "returned" if driven.delivered else "finished before the point"
+        return driven.points, f"raised {type(exc).__name__}"
+    return driven.points, "returned" if driven.delivered else "finished before the point"
 
 
 async def explore(
@@ -167,32 +170,51 @@ async def explore(
     expect: str = "cancelled",
     settle: float = SETTLE,
     limit: int = 200,
+    depth: int = 1,
 ) -> list[Trial]:
     """Cancel a fresh ``unit()`` at each of its suspension points in turn (``reset`` before each run, up to
     ``limit`` points). A trial violates when the caller did not see ``expect`` (by default the cancellation
     itself: a unit that swallows it, raises something else or hangs is wrong) or ``invariant`` lists
-    anything afterwards."""
-    if reset is not None:
-        await reset()
-    points = await record(unit, settle=settle)
-    trials = []
-    for k in range(1, min(len(points), limit) + 1):
+    anything afterwards. ``depth=2`` also cancels again at each suspension point of the cleanup that each
+    first cancel started (what SIGTERM after a hang-up does, or ``asyncio.run`` cancelling leftovers)."""
+
+    async def trial(cancels: tuple[int, ...]) -> tuple[list[Point], Trial]:
         if reset is not None:
             await reset()
-        point, outcome = await cancel_at(unit, k, settle=settle)
+        points, outcome = await cancel_at(unit, cancels, settle=settle)
         violations = [] if outcome == expect else [f"caller saw {outcome!r}, expected {expect!r}"]
         if invariant is not None:
             violations += await invariant()
-        trials.append(Trial(k, point, outcome, violations))
+        k, second = cancels[0], (cancels[1] - cancels[0] if len(cancels) > 1 else None)
+        return points, Trial(
+            k, _nth(points, k), outcome, violations, second, _nth(points, cancels[1]) if second else None
+        )
+
+    if reset is not None:
+        await reset()
+    recorded = await record(unit, settle=settle)
+    trials = []
+    for k in range(1, min(len(recorded), limit) + 1):
+        points, first = await trial((k,))
+        trials.append(first)
+        if depth >= 2:
+            for j in range(1, min(len(points) - k, limit) + 1):
+                trials.append((await trial((k, k + j)))[1])
     return trials
+
+
+def _nth(points: list[Point], n: int) -> Point | None:
+    return points[n - 1] if len(points) >= n else None
 
 
 def table(trials: list[Trial]) -> str:
     """One line per trial: k, where, outcome, violations."""
     lines = []
     for t in trials:
-        where = f"{t.point.where} {t.point.line}" if t.point else "?"
-        lines.append(f"{t.k:>3}  {where[:70]:<70}  {t.outcome:<12}  {'; '.join(t.violations) or 'held'}")
+        point = t.second_point if t.second else t.point
+        where = f"{point.where} {point.line}" if point else "?"
+        k = f"{t.k}+{t.second}" if t.second else f"{t.k}"
+        lines.append(f"{k:>5}  {where[:70]:<70}  {t.outcome:<12}  {'; '.join(t.violations) or 'held'}")
     return "\n".join(lines)
 
 
@@ -202,9 +224,9 @@ def table(trials: list[Trial]) -> str:
 @dataclass
 class Plan:
     """What the explore middleware does with the next request: record its suspension points, and cancel its
-    handler's task at the ``cancel_at``-th (``None``: never). Filled in with what happened."""
+    handler's task at each suspension numbered in ``cancels``. Filled in with what happened."""
 
-    cancel_at: int | None = None
+    cancels: tuple[int, ...] = ()
     points: list[Point] = field(default_factory=list)
     outcome: str = ""  # "cancelled", "returned", "finished", "raised <Exc>"; "" while the handler runs
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -223,7 +245,7 @@ def explore_middleware(plans: list[Plan]) -> Middleware:
         if not plans:
             return await handler(request)
         plan = plans.pop(0)
-        driven = _Driven(handler(request), plan.cancel_at)  # type: ignore[arg-type]  # an Awaitable, in fact a coroutine
+        driven = _Driven(handler(request), plan.cancels)  # type: ignore[arg-type]  # an Awaitable, in fact a coroutine
         try:
             response = await driven
             plan.outcome = "returned" if driven.delivered else "finished"
@@ -248,41 +270,48 @@ async def explore_http(
     reset: Callable[[], Awaitable[None]],
     expect: str = "cancelled",
     limit: int = 200,
+    depth: int = 1,
 ) -> list[Trial]:
     """``explore`` for a handler reached over HTTP: ``send(plan)`` makes the request with ``plan`` queued for the
     explore middleware and returns what the handler did. A sequence of points that differs between two
     uncancelled runs is reported as a finding (nondeterministic cancellation points), not hidden."""
-    recorded = []
-    await reset()
-    await send(Plan())  # warm up: the first run also opens pool connections, which later runs do not
-    await invariant()
-    for _ in range(2):
+
+    async def run(cancels: tuple[int, ...]) -> tuple[list[Point], str, list[str]]:
         await reset()
-        plan = Plan()
-        await send(plan)
-        await invariant()  # let the uncancelled run settle before the next
-        recorded.append([p.where for p in plan.points])
-    points = plan.points
-    trials = []
-    if recorded[0] != recorded[1]:
-        trials.append(Trial(0, None, "recorded twice", [f"nondeterministic: {recorded[0]} vs {recorded[1]}"]))
-    for k in range(1, min(len(points), limit) + 1):
-        await reset()
-        plan = Plan(cancel_at=k)
+        plan = Plan(cancels=cancels)
         outcome = await send(plan)
-        violations = [] if outcome == expect else [f"handler saw {outcome!r}, expected {expect!r}"]
-        violations += await invariant()
-        trials.append(Trial(k, plan.points[k - 1] if len(plan.points) >= k else None, outcome, violations))
+        problems = await invariant()  # also lets the run settle before the next one
+        return plan.points, outcome, problems
+
+    await run(())  # warm up: the first run also opens pool connections, which later runs do not
+    recorded = [(await run(()))[0] for _ in range(2)]
+    trials = []
+    if [p.where for p in recorded[0]] != [p.where for p in recorded[1]]:
+        seen = [[p.where for p in points] for points in recorded]
+        trials.append(Trial(0, None, "recorded twice", [f"nondeterministic: {seen[0]} vs {seen[1]}"]))
+    for k in range(1, min(len(recorded[1]), limit) + 1):
+        for cancels in [(k,)] + ([] if depth < 2 else [(k, k + j) for j in range(1, limit + 1)]):
+            points, outcome, problems = await run(cancels)
+            if len(cancels) > 1 and len(points) < cancels[1]:
+                break  # past the end of this cleanup
+            violations = (
+                [] if outcome == expect else [f"handler saw {outcome!r}, expected {expect!r}"]
+            ) + problems
+            second = (cancels[1] - k, _nth(points, cancels[1])) if len(cancels) > 1 else (None, None)
+            trials.append(Trial(k, _nth(points, k), outcome, violations, *second))
     return trials
 
 
 def as_json(trials: list[Trial]) -> dict[str, Any]:
     return {
-        "points": len([t for t in trials if t.k]),
-        "violating": [t.k for t in trials if not t.held],
+        "points": len([t for t in trials if t.k and not t.second]),
+        "trials_run": len(trials),
+        "violating": [f"{t.k}+{t.second}" if t.second else t.k for t in trials if not t.held],
         "trials": [
             {
                 "k": t.k,
+                "second": t.second,
+                "second_where": t.second_point.where if t.second_point else None,
                 "where": t.point.where if t.point else None,
                 "line": t.point.line if t.point else None,
                 "awaiting": t.point.awaiting if t.point else None,

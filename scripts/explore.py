@@ -1,6 +1,6 @@
 """The cancellation map: cancel a handler (or a piece of the app's plumbing) at each of its awaits in turn.
 
-    python -m scripts.explore <target|all> [--variant broken|fixed] [--json PATH]
+    python -m scripts.explore <target|all> [--variant broken|fixed] [--depth 1|2] [--json PATH]
 
 Runs the app in this process against the real Postgres and Redis (a database of its own, ``<db>_explore``),
 records the target's suspension points, then for each point k runs it again from a reset with its handler's
@@ -31,9 +31,9 @@ from app.db import fetch_all, fetch_one
 from app.factory import create_app
 from app.keys import admin_db_key, db_key, plans_key, settings_key, variants_key
 from app.migrate import migrate
-from app.scenarios import RESET_SQL
 from app.settings import Settings, database_name, with_database
 
+from . import _plumbing
 from ._common import EXPECTED
 
 Check = Callable[[TestClient, str], Awaitable[list[str]]]
@@ -128,9 +128,19 @@ TARGETS = {
 }
 
 
+# The app's own plumbing: no variant, and it must hold at every point.
+PLUMBING: dict[str, Callable[[Settings], _plumbing.Units]] = {
+    "hub-close": lambda s: _plumbing.hub_close(s.redis_url),
+    "publisher-close": lambda s: _plumbing.publisher_close(),
+    "loads-close": lambda s: _plumbing.loads_close(),
+}
+
+
 async def reset(client: TestClient, target: Target) -> None:
+    """The app's own ``POST /api/reset``: empty tables, the variants' leftover backends ended, fresh pools."""
+    async with client.post("/api/reset") as resp:
+        assert resp.status == 200, await resp.text()
     admin = client.app[admin_db_key]  # type: ignore[index]
-    await fetch_one(admin, f"{RESET_SQL}; SELECT 1")
     if target.name == "export":  # 150 rows: two chunks to stream
         await fetch_one(
             admin,
@@ -140,7 +150,9 @@ async def reset(client: TestClient, target: Target) -> None:
         )
 
 
-async def explore_target(client: TestClient, target: Target, variant: str) -> list[cancelmap.Trial]:
+async def explore_target(
+    client: TestClient, target: Target, variant: str, *, depth: int = 1
+) -> list[cancelmap.Trial]:
     plans = client.app[plans_key]  # type: ignore[index]
     path = target.path.format(variant=variant)
 
@@ -164,7 +176,7 @@ async def explore_target(client: TestClient, target: Target, variant: str) -> li
     async def invariant() -> list[str]:
         return await target.invariant(client, variant)
 
-    return await cancelmap.explore_http(send, reset=reset_, invariant=invariant)
+    return await cancelmap.explore_http(send, reset=reset_, invariant=invariant, depth=depth)
 
 
 async def served(settings: Settings) -> TestClient:
@@ -184,23 +196,27 @@ async def run(args: argparse.Namespace) -> int:
     settings = explore_settings()
     migrate(settings.database_url)
     client = await served(settings)
-    names = list(TARGETS) if args.target == "all" else [args.target]
-    variants = [args.variant] if args.variant else ["broken", "fixed"]
+    names = [*TARGETS, *PLUMBING] if args.target == "all" else [args.target]
     report: list[dict[str, Any]] = []
     ok = True
     try:
         for name in names:
-            for variant in variants:
-                trials = await explore_target(client, TARGETS[name], variant)
-                bad = [t for t in trials if not t.held]
-                verdict = "reproduced" if bad else "held"
-                print(f"\n{name} / {variant}: {len(trials)} suspension points, {len(bad)} violating")
+            plumbing = name in PLUMBING
+            for variant in ["fixed"] if plumbing else [args.variant] if args.variant else ["broken", "fixed"]:
+                if plumbing:
+                    trials = await PLUMBING[name](settings).explore(depth=args.depth)
+                else:
+                    trials = await explore_target(client, TARGETS[name], variant, depth=args.depth)
+                found = cancelmap.as_json(trials)
+                verdict = "reproduced" if found["violating"] else "held"
+                title = name if plumbing else f"{name} / {variant}"
+                violating = ", ".join(map(str, found["violating"])) or "none"
+                points, runs = found["points"], found["trials_run"]
+                print(f"\n{title}: {points} suspension points, {runs} trials, violating: {violating}")
                 print(cancelmap.table(trials))
                 print(f"VERDICT: {verdict}")
                 ok = ok and verdict == EXPECTED[variant]
-                report.append(
-                    {"target": name, "variant": variant, "verdict": verdict, **cancelmap.as_json(trials)}
-                )
+                report.append({"target": name, "variant": variant, "verdict": verdict, **found})
     finally:
         await client.close()
     if args.json is not None:
@@ -210,12 +226,14 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scripts.explore", description=__doc__.split("\n")[0])
-    p.add_argument("target", help=f"one of {', '.join(TARGETS)}, or all")
+    p.add_argument("target", help=f"one of {', '.join([*TARGETS, *PLUMBING])}, or all")
     p.add_argument("--variant", choices=["broken", "fixed"])
+    p.add_argument("--depth", type=int, choices=[1, 2], default=1, help="2: cancel again inside each cleanup")
     p.add_argument("--json", type=Path, help="write the maps as JSON here")
     args = p.parse_args(argv)
-    if args.target != "all" and args.target not in TARGETS:
-        print(f"unknown target {args.target!r}; targets: {', '.join(TARGETS)}, all", file=sys.stderr)
+    if args.target != "all" and args.target not in TARGETS and args.target not in PLUMBING:
+        known = ", ".join([*TARGETS, *PLUMBING])
+        print(f"unknown target {args.target!r}; targets: {known}, all", file=sys.stderr)
         return 2
     return asyncio.run(run(args))
 

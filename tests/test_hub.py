@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,6 +16,7 @@ import redis.asyncio
 from app import cancelmap
 from app.hub import Hub, Inbox, hub_client
 from app.settings import Settings
+from scripts import _plumbing
 from tests.helpers import poll
 
 pytestmark = pytest.mark.usefixtures("settings")
@@ -140,25 +140,6 @@ async def test_a_flapping_server_backs_off_instead_of_churning(settings: Setting
             assert hub.delays[:5] == [0.1, 0.2, 0.4, 0.8, 1.6]
 
 
-Step = Callable[[], Coroutine[Any, Any, None]]
-
-
-def closing(url: str, *, connected: bool) -> tuple[Step, Step, list[Hub]]:
-    """``reset`` starts a fresh hub before each trial (connected, or stuck on a server that never answers);
-    the unit closes it."""
-    hubs: list[Hub] = []
-
-    async def reset() -> None:
-        hub = Hub(hub_client(url, name="test-hub"), control_channel="pitfalls_test:hub-test")
-        await hub.start(wait=2.0 if connected else 0.05)
-        hubs.append(hub)
-
-    async def unit() -> None:
-        await hubs[-1].close()
-
-    return reset, unit, hubs
-
-
 @pytest.mark.parametrize("state", ["connected", "stuck"])
 async def test_closing_the_hub_cancelled_at_every_point(settings: Settings, state: str) -> None:
     """``Hub.close`` cancelled at each of its suspension points (what SIGTERM after a hang-up, or a cleanup
@@ -166,17 +147,6 @@ async def test_closing_the_hub_cancelled_at_every_point(settings: Settings, stat
     Before: ``suppress(CancelledError)`` around ``await task`` swallowed the caller's cancel."""
     async with relay_for(settings, blackhole=True).running() as relay:
         url = settings.redis_url if state == "connected" else url_via(settings, relay)
-        reset, unit, hubs = closing(url, connected=state == "connected")
-
-        async def invariant() -> list[str]:
-            task = hubs[-1]._task
-            if task is not None:
-                await asyncio.wait({task}, timeout=5)
-            await hubs[-1].redis.aclose()
-            return [] if task is None or task.done() else ["hub listener still running"]
-
-        trials = await cancelmap.explore(unit, reset=reset, invariant=invariant)
-        for hub in hubs:
-            await hub.redis.aclose()
+        trials = await _plumbing.hub_close(url, connected=state == "connected").explore(depth=2)
     assert trials, "close() never suspended: nothing was explored"
     assert all(t.held for t in trials), cancelmap.table(trials)

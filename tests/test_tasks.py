@@ -5,21 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from app import cancelmap, tasks
-from app.dashboard import publisher_ctx
-from app.keys import dashboards_key, loads_key, probe_key, variants_key
-from app.loads import LoadRunner
+from app.keys import loads_key, probe_key, variants_key
 from app.settings import Settings
-from app.sse import Live
-from tests.conftest import ROOT
-from tests.helpers import poll
+from scripts import _plumbing
 from tests.test_shield import GOOD, sql
 
 
@@ -78,53 +72,12 @@ async def test_stop_logs_the_tasks_failure_instead_of_raising(caplog: pytest.Log
     assert "load ran past its bound" in caplog.text
 
 
-async def test_publisher_close_cancelled_at_every_point() -> None:
-    app = web.Application()
-    app[dashboards_key] = Live()
-    gens: list[AsyncIterator[None]] = []
-    before = asyncio.all_tasks()
-
-    async def reset() -> None:
-        gen = publisher_ctx(app)
-        await anext(gen)
-        gens.append(gen)
-
-    async def unit() -> None:
-        await anext(gens[-1], None)
-
-    async def invariant() -> list[str]:
-        left = [t for t in asyncio.all_tasks() - before if t.get_name() == "dashboard-publisher"]
-        await asyncio.wait(left, timeout=5) if left else None
-        return [f"{t.get_name()} still running" for t in left if not t.done()]
-
-    trials = await cancelmap.explore(unit, reset=reset, invariant=invariant)
-    assert trials and all(t.held for t in trials), cancelmap.table(trials)
-
-
-async def test_load_runner_close_cancelled_at_every_point() -> None:
-    runners: list[LoadRunner] = []
-
-    async def reset() -> None:
-        runner = LoadRunner(ROOT)
-        runner.run([sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"])
-        await poll(lambda: asyncio.sleep(0, len(runner.output)), bool, every=0.01)  # the child is up, talking
-        runners.append(runner)
-
-    async def unit() -> None:
-        await runners[-1].close()
-
-    async def invariant() -> list[str]:
-        runner = runners[-1]
-        assert runner.task is not None
-        await asyncio.wait({runner.task}, timeout=5)
-        problems = [] if runner.task.done() else ["load task still running"]
-        if runner.proc is not None and runner.proc.returncode is None:
-            problems.append("load process still alive")
-            runner.proc.kill()
-            await runner.proc.wait()
-        return problems
-
-    trials = await cancelmap.explore(unit, reset=reset, invariant=invariant)
+@pytest.mark.parametrize("units", [_plumbing.publisher_close, _plumbing.loads_close], ids=["publisher", "loads"])
+async def test_closing_cancelled_at_every_point(units: Callable[[], _plumbing.Units]) -> None:
+    """The dashboard publisher's clean-up and ``LoadRunner.close``, each cancelled at every suspension point
+    (depth 2: again inside the cleanup the first cancel started). Before: ``suppress(CancelledError)``
+    around ``await task`` swallowed the caller's cancel at the first point."""
+    trials = await units().explore(depth=2)
     assert trials and all(t.held for t in trials), cancelmap.table(trials)
 
 

@@ -143,11 +143,11 @@ async def _write_order(request: web.Request, cur: Cursor, order: validation.Orde
 
 
 async def _end_backend(request: web.Request, pid: int) -> None:
-    """Cancel the backend's query and wait (bounded) until the backend is gone: aiopg closed our end of the
-    connection, so the backend exits as soon as its query stops."""
+    """Cancel the backend's query and wait (bounded) until it no longer runs: the backend exits (aiopg closed our
+    end of the connection) or, when aiopg kept the connection, goes idle in the pool."""
     admin = request.config_dict[admin_db_key]
     await fetch_one(admin, "SELECT pg_cancel_backend(%s)", (pid,))
-    gone = "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = %s"
+    gone = "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = %s AND state = 'active'"
     async with asyncio.timeout(5):
         while not (await fetch_one(admin, gone, (pid,)))[0]:  # noqa: ASYNC110 (polling the server, bounded)
             await asyncio.sleep(0.02)
