@@ -321,3 +321,10 @@ def as_json(trials: list[Trial]) -> dict[str, Any]:
             for t in trials
         ],
     }
+
+
+def assert_held(trials: list[Trial]) -> None:
+    """For tests: fail with the whole map when the unit did not hold at every point (or never suspended)."""
+    assert trials, "the unit never suspended: nothing was explored"
+    if not all(t.held for t in trials):
+        raise AssertionError("cancellation map:\n" + table(trials))

@@ -83,3 +83,31 @@ async def test_the_orders_pair_over_http(settings: Settings) -> None:
     assert bad and all("without items" in " ".join(t.violations) for t in bad), cancelmap.table(broken)
     assert any(t.point and "asyncio.sleep(hold)" in t.point.line for t in bad), cancelmap.table(broken)
     assert fixed and all(t.held for t in fixed), cancelmap.table(fixed)
+
+
+async def test_the_readme_example() -> None:
+    """The README's "Cancellation map" example, as printed there: a user-style coroutine that keeps a
+    counter of open connections, explored at every await; the buggy version is caught."""
+    open_connections = 0
+
+    async def handle(buggy: bool) -> None:
+        nonlocal open_connections
+        open_connections += 1
+        if buggy:
+            await asyncio.sleep(0.001)  # the bug: a cancel here skips the decrement
+        try:
+            await asyncio.sleep(0.001)
+        finally:
+            open_connections -= 1
+
+    async def reset() -> None:
+        nonlocal open_connections
+        open_connections = 0
+
+    async def invariant() -> list[str]:
+        return [] if open_connections == 0 else [f"{open_connections} connection(s) leaked"]
+
+    cancelmap.assert_held(await cancelmap.explore(lambda: handle(False), reset=reset, invariant=invariant))
+    trials = await cancelmap.explore(lambda: handle(True), reset=reset, invariant=invariant)
+    assert [t.held for t in trials] == [False, True]
+    assert trials[0].violations == ["1 connection(s) leaked"]
