@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import traceback
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiopg
 import psycopg2
 from redis.asyncio import Redis
+
+T = TypeVar("T")
 
 
 class VariantDb:
@@ -48,19 +52,23 @@ class VariantDb:
             await self._pool.wait_closed()
 
 
-def raise_swallowed_cancel() -> None:
-    """Raise a cancellation that a library swallowed. aiopg awaits every query with ``asyncio.wait_for``,
-    which on Python 3.11 returns the result when a cancel lands with it (fixed in 3.12): the query "succeeds"
-    and the task runs on as if nobody had asked it to stop. ``Task.cancelling()`` still counts the request."""
+async def checked(awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable``, and raise a cancellation it swallowed. aiopg awaits every query with
+    ``asyncio.wait_for``, which on Python 3.11 returns the result when a cancel lands with it (fixed in 3.12):
+    the query "succeeds" and the task runs on as if nobody had asked it to stop. ``Task.cancelling()`` still
+    counts the request: if it grew during the await and nothing was raised, the cancel was swallowed. (Only
+    its growth: 3.11's TaskGroup can leave an old count behind, which is not ours to act on.)"""
     task = asyncio.current_task()
-    if task is not None and task.cancelling():
+    before = task.cancelling() if task is not None else 0
+    result = await awaitable
+    if task is not None and task.cancelling() > before:
         raise asyncio.CancelledError
+    return result
 
 
 async def fetch_one(pool: aiopg.Pool, sql: str, args: object = None) -> tuple[object, ...]:
     async with pool.acquire() as conn, conn.cursor() as cur:
-        await cur.execute(sql, args)
-        raise_swallowed_cancel()
+        await checked(cur.execute(sql, args))
         row = await cur.fetchone()
     assert row is not None
     return tuple(row)
@@ -68,8 +76,7 @@ async def fetch_one(pool: aiopg.Pool, sql: str, args: object = None) -> tuple[ob
 
 async def fetch_all(pool: aiopg.Pool, sql: str, args: object = None) -> list[tuple[object, ...]]:
     async with pool.acquire() as conn, conn.cursor() as cur:
-        await cur.execute(sql, args)
-        raise_swallowed_cancel()
+        await checked(cur.execute(sql, args))
         return [tuple(row) for row in await cur.fetchall()]
 
 

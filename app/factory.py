@@ -12,7 +12,7 @@ from aiohttp import web
 
 from . import cancelmap, dashboard, ops, sse, tasks
 from .admission import Gate, Gates
-from .db import VariantDb, VariantRedis, raise_swallowed_cancel
+from .db import VariantDb, VariantRedis
 from .errors import Handler, error_middleware
 from .keys import (
     admin_db_key,
@@ -137,13 +137,9 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 @web.middleware
 async def count_cancelled(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Counts the variant's handlers cancelled by a client hang-up (``/api/state``: ``handlers_cancelled``). A
-    handler that returns although its task was cancelled (a library swallowed the cancel: Python 3.11's
-    ``wait_for`` in aiopg) ends cancelled all the same: its client is gone, and nothing may count it a success."""
+    """Counts the variant's handlers cancelled by a client hang-up (``/api/state``: ``handlers_cancelled``)."""
     try:
-        response = await handler(request)
-        raise_swallowed_cancel()
-        return response
+        return await handler(request)
     except asyncio.CancelledError:
         request.app[probe_key].hit(f"{request.app[variant_key]}.cancelled")
         raise

@@ -162,6 +162,24 @@ def write(out: Path, results: dict[str, Any], *, smoke: bool) -> None:
             + ".",
             "",
         ]
+    if "explore" in results:
+        lines += ["## 8. The cancellation map (`make explore`)", ""]
+        for depth, r in sorted(results["explore"].items()):
+            if not isinstance(r, dict):
+                continue
+            lines += [
+                f"Depth {depth.removeprefix('depth_')}: {r['seconds']} s for every target (exit code "
+                f"{r['exit_code']}; 0 = every verdict as expected).",
+                "",
+                "| target | variant | suspension points | trials | violating points | verdict |",
+                "|---|---|---|---|---|---|",
+                *(
+                    f"| {t['target']} | {t['variant']} | {t['points']} | {t['trials_run']} | "
+                    f"{', '.join(map(str, t['violating'])) or '—'} | {t['verdict']} |"
+                    for t in r["targets"]
+                ),
+                "",
+            ]
     (out / "RESULTS.md").write_text("\n".join(lines) + "\n")
 
 

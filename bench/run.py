@@ -446,7 +446,36 @@ async def soak(app: AppProcess, cfg: Config) -> dict[str, Any]:
     return result
 
 
-BENCHMARKS = ("price_of_fix", "database_limit", "generator", "fanout", "recovery", "drivers", "soak")
+async def explore(cfg: Config) -> dict[str, Any]:
+    """``python -m scripts.explore`` at depth 1 and 2 (smoke: the orders pair at depth 1): how long the
+    cancellation map takes, and how many trials each target needs."""
+    out: dict[str, Any] = {}
+    for depth in (1,) if cfg.smoke else (1, 2):
+        report = Path(tempfile.mkdtemp()) / "explore.json"
+        target = "orders" if cfg.smoke else "all"
+        started = time.perf_counter()
+        run = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "scripts.explore", target, "--depth", str(depth), "--json", str(report)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        seconds = round(time.perf_counter() - started, 1)
+        maps = json.loads(report.read_text()) if report.exists() else []
+        out[f"depth_{depth}"] = {
+            "seconds": seconds,
+            "exit_code": run.returncode,
+            "targets": [
+                {k: m[k] for k in ("target", "variant", "verdict", "points", "trials_run", "violating")}
+                for m in maps
+            ],
+        }
+    return out
+
+
+BENCHMARKS = ("price_of_fix", "database_limit", "generator", "fanout", "recovery", "drivers", "soak", "explore")
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -477,6 +506,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 results[name] = await recovery(app, cfg)
             elif name == "soak":
                 results[name] = await soak(app, cfg)
+            elif name == "explore":
+                results[name] = await explore(cfg)
             elif name == "drivers":
                 results[name] = await drivers.compare(database_url, cfg.seconds, cfg.concurrency, smoke=cfg.smoke)
             results[name]["bench_seconds"] = round(time.perf_counter() - started, 1)

@@ -23,7 +23,16 @@ def test_bench_smoke(settings: Settings, tmp_path: Path) -> None:
         env={**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url},
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    for name in ("price_of_fix", "database_limit", "generator", "fanout", "recovery", "drivers", "soak"):
+    for name in (
+        "price_of_fix",
+        "database_limit",
+        "generator",
+        "fanout",
+        "recovery",
+        "drivers",
+        "soak",
+        "explore",
+    ):
         results = json.loads((tmp_path / "results" / f"{name}.json").read_text())
         assert results["bench_seconds"] > 0  # it ran: a benchmark that took no time measured nothing
     assert (tmp_path / "results" / "price_of_fix.png").stat().st_size > 1000
@@ -36,8 +45,12 @@ def test_bench_smoke(settings: Settings, tmp_path: Path) -> None:
         "Recovery",
         "Drivers",
         "Soak",
+        "cancellation map",
     )
     assert all(heading in text for heading in headings), text
+    explore = json.loads((tmp_path / "results" / "explore.json").read_text())["depth_1"]
+    assert explore["exit_code"] == 0  # the orders pair: broken reproduced, fixed held
+    assert [t["verdict"] for t in explore["targets"]] == ["reproduced", "held"]
     fanout = json.loads((tmp_path / "results" / "fanout.json").read_text())
     assert fanout["broken_subscribers_at_failure"] == 20  # the broken pool's size: behaviour, not timing
     assert all(row["missed"] == 0 and row["redis_connections_in_use"] <= 2 for row in fanout["fixed"])

@@ -20,7 +20,7 @@ from aiopg import Cursor
 
 from .. import validation
 from ..admission import protected
-from ..db import fetch_one, raise_swallowed_cancel
+from ..db import checked, fetch_one
 from ..keys import admin_db_key, db_key, gates_key, long_reads_key, probe_key, variant_key
 from ._common import count_failure
 
@@ -119,8 +119,7 @@ async def _run_report(request: web.Request, cur: Cursor, seconds: float) -> int:
     variant = request.app[variant_key]
     request.app[probe_key].hit(f"{variant}.report")
     with request.app[long_reads_key].registered(request, request.remote or ""):  # cut at shutdown
-        await cur.execute(REPORT_SQL, (seconds, variant))
-        raise_swallowed_cancel()
+        await checked(cur.execute(REPORT_SQL, (seconds, variant)))
         (_, orders) = await cur.fetchone()
     return int(orders)
 
