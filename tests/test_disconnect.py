@@ -94,6 +94,18 @@ async def test_abandoned_report_backends(client: TestClient, variant: str, left_
     assert state["postgres"]["pool_in_use"] == 0
 
 
+async def test_a_fixed_report_stops_its_query_before_its_handler_ends(client: TestClient) -> None:
+    """The server-side cancel: by the time the cancelled handler is done, its query no longer runs. Before,
+    the backend noticed the closed socket only at its next 100 ms check, so for a while after every hang-up
+    the abandoned query still held a backend — at a high enough abandon rate, the role's limit."""
+    probe = client.app[probe_key]
+    async with Callers(client) as callers:
+        callers.start("GET", f"/fixed/reports/slow?seconds={REPORT_SECONDS}")
+        await probe.reached("fixed.report", 1)
+    await probe.reached("fixed.cancelled", 1)
+    assert (await variant_state(client, "fixed"))["postgres"]["backends_active"] == 0
+
+
 @pytest.mark.parametrize(("variant", "status"), [("broken", 503), ("fixed", 201)])
 async def test_abandoned_reports_exhaust_the_role(client: TestClient, variant: str, status: int) -> None:
     """Hang up on more slow reports than the role may have connections, as fast as they go: broken's
