@@ -11,6 +11,8 @@ import asyncio
 import json
 import logging
 import os
+import sys
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from aiohttp import web
 from . import ops, sse, tasks
 from .clients import client_address
 from .errors import json_error
-from .keys import dashboards_key, hub_key, loads_key, redis_key, settings_key, variants_key
+from .keys import dashboards_key, explorer_key, hub_key, loads_key, redis_key, settings_key, variants_key
 from .loads import LoadRunner
 from .validation import json_object
 
@@ -98,8 +100,60 @@ async def load_status(request: web.Request) -> web.Response:
 
 async def loads_ctx(app: web.Application) -> AsyncIterator[None]:
     app[loads_key] = LoadRunner(ROOT)
+    app[explorer_key] = LoadRunner(ROOT)
     yield
+    await app[explorer_key].close()
     await app[loads_key].close()
+
+
+# --- the cancellation map panel: ``python -m scripts.explore`` as a child, one at a time ------------------
+
+MAP_JSON = Path(tempfile.gettempdir()) / f"pitfalls-map-{os.getpid()}.json"
+MAP_SOURCES = ("app/", "scripts/")  # the only files whose lines the page may read
+
+
+def explore_targets() -> list[str]:
+    from scripts.explore import PLUMBING, TARGETS  # the CLI owns the list; imported when asked
+
+    return [*TARGETS, *PLUMBING]
+
+
+async def start_map(request: web.Request) -> web.Response:
+    if not ops.operator_allowed(request):
+        return json_error(403, "maps start from loopback or with the API token only")
+    target = (await json_object(request)).get("target")
+    if target not in explore_targets():
+        return json_error(400, f"'target' must be one of {', '.join(explore_targets())}")
+    runner = request.app[explorer_key]
+    if runner.running:
+        return json_error(409, f"a map is being made already: {runner.scenario}")
+    MAP_JSON.unlink(missing_ok=True)
+    runner.scenario, runner.variant, runner.returncode = target, None, None
+    runner.output.clear()
+    runner.run([sys.executable, "-m", "scripts.explore", target, "--json", str(MAP_JSON)])
+    return web.json_response({"target": target, "running": True}, status=202)
+
+
+async def map_status(request: web.Request) -> web.Response:
+    """The last map: per variant its points (file:line, held or not, violations) and the source lines around
+    them, so the page can show the code with each suspension point marked."""
+    runner = request.app[explorer_key]
+    maps = json.loads(MAP_JSON.read_text()) if not runner.running and MAP_JSON.exists() else None
+    files: dict[str, list[str]] = {}
+    for where in {t["where"] for m in maps or () for t in m["trials"] if t["where"]}:
+        path = where.rsplit(":", 1)[0]
+        if path.startswith(MAP_SOURCES) and path not in files and (ROOT / path).is_file():
+            files[path] = (ROOT / path).read_text().splitlines()
+    return web.json_response(
+        {
+            "targets": explore_targets(),
+            "running": runner.running,
+            "target": runner.scenario,
+            "returncode": runner.returncode,
+            "maps": maps,
+            "files": files,
+        }
+    )
 
 
 async def monitor_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -137,5 +191,7 @@ def setup(app: web.Application) -> None:
             web.get("/api/state/stream", state_stream),
             web.post("/api/load", start_load),
             web.get("/api/load", load_status),
+            web.post("/api/explore", start_map),
+            web.get("/api/explore", map_status),
         ]
     )

@@ -29,6 +29,7 @@ traffic_key = web.AppKey("traffic", Traffic)
 metrics_key = web.AppKey("metrics", Metrics)
 dashboards_key = web.AppKey("dashboards", Live)  # open dashboard streams
 loads_key = web.AppKey("loads", LoadRunner)
+explorer_key = web.AppKey("explorer", LoadRunner)  # the cancellation map run from the dashboard
 
 # On each variant's sub-application (/broken, /fixed): its own resources, so one cannot starve the other.
 variant_key = web.AppKey("variant", str)
@@ -46,6 +47,7 @@ __all__ = [
     "admin_db_key",
     "dashboards_key",
     "db_key",
+    "explorer_key",
     "gates_key",
     "health_key",
     "hub_key",

@@ -146,6 +146,36 @@ async def test_dashboard_in_a_browser(spawn_app: Callable[..., App], tmp_path: P
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000
 
 
+async def test_cancellation_map_panel_in_a_browser(spawn_app: Callable[..., App], tmp_path: Path) -> None:
+    """Pick ``orders``, run the map from the page: the broken column marks the hold (an order without items)
+    as broken, the fixed column marks its one point held; a click shows what happened there."""
+    from playwright.async_api import async_playwright
+
+    app = spawn_app()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1600, "height": 1100})
+            await page.goto(f"{app.base}/")
+            await page.get_by_test_id("map-target").select_option("orders")
+            await page.get_by_test_id("map-run").click()
+            await page.wait_for_function(
+                "document.querySelector('[data-testid=map-state]').textContent.includes('orders: done')",
+                timeout=90_000,
+            )
+            broken = page.locator("[data-testid=map-broken] .point.broken")
+            assert await broken.count() >= 1
+            hold = page.locator("[data-testid=map-broken] .point", has_text="await asyncio.sleep(hold)")
+            assert "without items" in (await hold.get_attribute("title") or "")
+            assert await page.locator("[data-testid=map-fixed] .point.broken").count() == 0
+            assert await page.locator("[data-testid=map-fixed] .point.held").count() >= 1
+            await hold.click()
+            assert "without items" in await page.get_by_test_id("map-detail").inner_text()
+            await page.locator("#map").screenshot(path=str(tmp_path / "map.png"))
+        finally:
+            await browser.close()
+
+
 def test_demo_starts_the_app_with_aiomonitor_and_prints_the_talk(settings: Settings) -> None:
     port, monitor = free_port(), free_port()
     run = subprocess.run(

@@ -179,3 +179,82 @@ buildColumns();
 connect();
 pollLoad();
 buildGallery();
+
+// --- The cancellation map: one target explored by scripts.explore, points marked on the source ---------
+
+async function buildMap() {
+  const status = await (await fetch("/api/explore")).json();
+  const select = document.getElementById("map-target");
+  select.replaceChildren(...status.targets.map((t) => el("option", { value: t }, t)));
+  document.getElementById("map-run").addEventListener("click", async () => {
+    const resp = await fetch("/api/explore", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ target: select.value }),
+    });
+    if (!resp.ok) alert((await resp.json()).error);
+    pollMap();
+  });
+  if (status.maps) renderMap(status);
+}
+
+let mapPolling = null;
+async function pollMap() {
+  clearTimeout(mapPolling);
+  const status = await (await fetch("/api/explore")).json();
+  const state = document.getElementById("map-state");
+  document.getElementById("map-run").disabled = status.running;
+  if (status.running) {
+    state.textContent = `exploring ${status.target}…`;
+    state.className = "pill warn";
+    mapPolling = setTimeout(pollMap, 500);
+    return;
+  }
+  state.textContent = status.maps ? `${status.target}: done` : `${status.target}: failed (exit ${status.returncode})`;
+  state.className = `pill ${status.maps ? "ok" : "bad"}`;
+  if (status.maps) renderMap(status);
+}
+
+function renderMap(status) {
+  const detail = document.getElementById("map-detail");
+  for (const variant of ["broken", "fixed"]) {
+    const col = document.getElementById(`map-${variant}`);
+    const map = status.maps.find((m) => m.variant === variant && m.target === status.target);
+    if (!map) { col.replaceChildren(el("h3", {}, el("span", {}, variant), el("span", {}, "—"))); continue; }
+    const trials = map.trials.filter((t) => t.k > 0 && !t.second && t.where);
+    const byLine = {};
+    for (const t of trials) (byLine[t.where] ||= []).push(t);
+    const byFile = {};
+    for (const where of Object.keys(byLine)) {
+      const [file, line] = [where.slice(0, where.lastIndexOf(":")), Number(where.slice(where.lastIndexOf(":") + 1))];
+      (byFile[file] ||= []).push(line);
+    }
+    const blocks = Object.entries(byFile).map(([file, lines]) => {
+      const source = status.files[file] || [];
+      const shown = new Set(lines.flatMap((l) => [l - 2, l - 1, l, l + 1, l + 2]).filter((n) => n >= 1 && n <= source.length));
+      const pre = el("pre", {}, el("span", { class: "line" }, `# ${file}`));
+      let previous = null;
+      for (const n of [...shown].sort((a, b) => a - b)) {
+        if (previous !== null && n > previous + 1) pre.append(el("span", { class: "line" }, "   …"));
+        previous = n;
+        const here = byLine[`${file}:${n}`];
+        const text = `${String(n).padStart(4)}  ${source[n - 1] ?? ""}`;
+        if (!here) { pre.append(el("span", { class: "line" }, text)); continue; }
+        const bad = here.filter((t) => t.violations.length);
+        const span = el("span", {
+          class: `line point ${bad.length ? "broken" : "held"}`,
+          "data-testid": `map-point-${variant}-${n}`,
+          "data-k": `k=${here.map((t) => t.k).join(",")}`,
+          title: bad.length ? bad.flatMap((t) => t.violations).join("; ") : "held",
+        }, text);
+        span.addEventListener("click", () => {
+          detail.textContent = `${variant} ${file}:${n} — ` + here.map((t) =>
+            `k=${t.k}: ${t.outcome}${t.violations.length ? ", " + t.violations.join("; ") : ", held"}`).join(" | ");
+        });
+        pre.append(span);
+      }
+      return pre;
+    });
+    col.replaceChildren(el("h3", {}, el("span", {}, variant), el("span", {}, `${map.points} point${map.points === 1 ? "" : "s"} · ${map.verdict}`)), ...blocks);
+  }
+}
+
+buildMap();
