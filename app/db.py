@@ -54,7 +54,7 @@ class VariantDb:
 
 async def checked(awaitable: Awaitable[T]) -> T:
     """Await ``awaitable``, and raise a cancellation it swallowed. aiopg awaits every query with
-    ``asyncio.wait_for``, which on Python 3.11 returns the result when a cancel lands with it (fixed in 3.12):
+    its own ``wait_for``, which on Python 3.11 returns the result when a cancel lands with it (fixed in 3.12):
     the query "succeeds" and the task runs on as if nobody had asked it to stop. ``Task.cancelling()`` still
     counts the request: if it grew during the await and nothing was raised, the cancel was swallowed. (Only
     its growth: 3.11's TaskGroup can leave an old count behind, which is not ours to act on.)"""
