@@ -249,7 +249,7 @@ def explore_middleware(plans: list[Plan]) -> Middleware:
         try:
             response = await driven
             plan.outcome = "returned" if driven.delivered else "finished"
-            return response  # type: ignore[no-any-return]
+            return response
         except asyncio.CancelledError:
             plan.outcome = "cancelled"
             raise

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import os
-import sys
+import socket
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,14 +23,15 @@ from .clients import client_address
 from .errors import json_error
 from .keys import dashboards_key, explorer_key, hub_key, loads_key, redis_key, settings_key, variants_key
 from .loads import LoadRunner
+from .scenario import ROOT
+from .scenarios import BY_NAME, MAP_TARGETS, SCENARIOS
+from .settings import VARIANTS
 from .validation import json_object
 
 log = logging.getLogger("app.dashboard")
 
 STATIC = Path(__file__).resolve().parent / "static"
-ROOT = Path(__file__).resolve().parent.parent
 EVERY = 0.5  # seconds between snapshots
-LOADS = {"disconnect": [], "pubsub": [], "shield": ["--spawn-app"]}
 
 
 def channel(app: web.Application) -> str:
@@ -83,14 +84,16 @@ async def start_load(request: web.Request) -> web.Response:
         return json_error(403, "loads start from loopback or with the API token only")
     body = await json_object(request)
     scenario, variant = body.get("scenario"), body.get("variant")
-    if scenario not in LOADS or variant not in ("broken", "fixed"):
-        return json_error(400, f"'scenario' must be one of {', '.join(LOADS)} and 'variant' broken or fixed")
+    load = BY_NAME[scenario].load if isinstance(scenario, str) and scenario in BY_NAME else None
+    if load is None or not isinstance(scenario, str) or variant not in VARIANTS:
+        loads = ", ".join(s.name for s in SCENARIOS if s.load)
+        return json_error(400, f"'scenario' must be one of {loads} and 'variant' one of {', '.join(VARIANTS)}")
     runner = request.app[loads_key]
     if runner.running:
         return json_error(409, f"a load is running already: {runner.scenario} / {runner.variant}")
     # This very server, over loopback: the port the request came in on.
     port = request.transport.get_extra_info("sockname")[1] if request.transport else request.app[settings_key].port
-    runner.start(scenario, variant, f"http://127.0.0.1:{port}", LOADS[scenario])
+    runner.start(scenario, variant, f"http://127.0.0.1:{port}", load.dashboard_args)
     return web.json_response(runner.status(), status=202)
 
 
@@ -112,25 +115,17 @@ MAP_JSON = Path(tempfile.gettempdir()) / f"pitfalls-map-{os.getpid()}.json"
 MAP_SOURCES = ("app/", "scripts/")  # the only files whose lines the page may read
 
 
-def explore_targets() -> list[str]:
-    from scripts.explore import PLUMBING, TARGETS  # the CLI owns the list; imported when asked
-
-    return [*TARGETS, *PLUMBING]
-
-
 async def start_map(request: web.Request) -> web.Response:
     if not ops.operator_allowed(request):
         return json_error(403, "maps start from loopback or with the API token only")
     target = (await json_object(request)).get("target")
-    if target not in explore_targets():
-        return json_error(400, f"'target' must be one of {', '.join(explore_targets())}")
+    if target not in list(MAP_TARGETS):
+        return json_error(400, f"'target' must be one of {', '.join(list(MAP_TARGETS))}")
     runner = request.app[explorer_key]
     if runner.running:
         return json_error(409, f"a map is being made already: {runner.scenario}")
     MAP_JSON.unlink(missing_ok=True)
-    runner.scenario, runner.variant, runner.returncode = target, None, None
-    runner.output.clear()
-    runner.run([sys.executable, "-m", "scripts.explore", target, "--json", str(MAP_JSON)])
+    runner.launch(target, None, ["-m", "scripts.explore", target, "--json", str(MAP_JSON)])
     return web.json_response({"target": target, "running": True}, status=202)
 
 
@@ -146,7 +141,7 @@ async def map_status(request: web.Request) -> web.Response:
             files[path] = (ROOT / path).read_text().splitlines()
     return web.json_response(
         {
-            "targets": explore_targets(),
+            "targets": list(MAP_TARGETS),
             "running": runner.running,
             "target": runner.scenario,
             "returncode": runner.returncode,
@@ -165,6 +160,11 @@ async def monitor_ctx(app: web.Application) -> AsyncIterator[None]:
     import aiomonitor
 
     port = settings.monitor_port
+    taken = [p for p in (port, port + 1, port + 2) if not bindable(p)]
+    if taken:  # aiomonitor's own thread would fail to bind, and start_monitor would wait for it forever
+        log.error("aiomonitor not started: port %s taken (it needs MONITOR_PORT and the next two)", taken[0])
+        yield
+        return
     monitor = aiomonitor.start_monitor(
         asyncio.get_running_loop(),
         host="127.0.0.1",
@@ -176,6 +176,16 @@ async def monitor_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("aiomonitor: telnet 127.0.0.1 %d, web UI http://127.0.0.1:%d/", port, port + 1)
     yield
     monitor.close()
+
+
+def bindable(port: int) -> bool:
+    """Nothing listens on this loopback port right now."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def setup(app: web.Application) -> None:

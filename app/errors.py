@@ -7,17 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
 
 import psycopg2
 import redis.exceptions
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from .db import connection_lost
 
 log = logging.getLogger("app")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def json_error(status: int, message: str, **extra: object) -> web.Response:

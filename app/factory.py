@@ -4,26 +4,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
-import aiojobs.aiohttp
 import aiopg
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from . import cancelmap, dashboard, ops, sse, tasks
 from .admission import Gate, Gates
-from .db import VariantDb, VariantRedis
-from .errors import Handler, error_middleware
+from .errors import error_middleware
 from .keys import (
     admin_db_key,
     dashboards_key,
-    db_key,
     gates_key,
     long_reads_key,
     metrics_key,
     plans_key,
     probe_key,
-    redis_key,
     settings_key,
     streams_key,
     traffic_key,
@@ -32,15 +29,15 @@ from .keys import (
 )
 from .metrics import Metrics, Traffic, make_middleware
 from .probe import Probe
-from .scenarios import ALL as SCENARIOS
-from .scenarios import shield
+from .scenario import Context, Scenario
+from .scenarios import SCENARIO_OF, SCENARIOS
 from .settings import VARIANTS, Settings, Variant
 
 MAX_BODY = 1024**2
 
 
 def create_app(settings: Settings) -> web.Application:
-    traffic = Traffic()
+    traffic = Traffic(SCENARIO_OF)
     plans: list[cancelmap.Plan] = []
     middlewares = [make_middleware(traffic), error_middleware]
     if settings.explore:
@@ -86,19 +83,25 @@ def variant_app(settings: Settings, variant: Variant, probe: Probe) -> web.Appli
         exports=Gate("exports", settings.exports_in_flight),
         reports=Gate("reports", settings.reports_in_flight),
     )
-    app.cleanup_ctx.append(pg_ctx)
-    app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.extend(contexts(SCENARIOS, variant))
     for scenario in SCENARIOS:
-        scenario.setup(app, variant)
-    # Registered last so it closes first: shielded writes finish while the pools are still open.
-    aiojobs.aiohttp.setup(
-        app,
-        limit=settings.jobs_limit,
-        pending_limit=settings.jobs_pending_limit,
-        wait_timeout=settings.shutdown_timeout,
-        exception_handler=shield.log_job_error,
-    )
+        app.add_routes(web.route(r.method, r.path, r.handler(variant)) for r in scenario.routes)
+        if scenario.setup is not None:
+            scenario.setup(app, variant)
     return app
+
+
+def contexts(scenarios: Iterable[Scenario], variant: Variant) -> list[Context]:
+    """Every context the scenarios ask for, once each, in an order that keeps each scenario's own order."""
+    merged: list[Context] = []
+    for scenario in scenarios:
+        for ctx in scenario.contexts(variant):
+            if ctx not in merged:
+                merged.append(ctx)
+        positions = [merged.index(ctx) for ctx in scenario.contexts(variant)]
+        if positions != sorted(positions):
+            raise ValueError(f"scenario {scenario.name!r}: its contexts' order conflicts with another scenario's")
+    return merged
 
 
 async def admin_db_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -107,32 +110,6 @@ async def admin_db_ctx(app: web.Application) -> AsyncIterator[None]:
     async with aiopg.create_pool(app[settings_key].database_url, minsize=0, maxsize=3) as pool:
         app[admin_db_key] = pool
         yield
-
-
-async def pg_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings, variant = app[settings_key], app[variant_key]
-    db = VariantDb(
-        role=settings.role(variant),  # type: ignore[arg-type]
-        dsn=settings.variant_dsn(variant),  # type: ignore[arg-type]
-        maxsize=settings.pg_pool_size,
-        timeout=settings.pg_timeout,
-    )
-    await db.open()
-    app[db_key] = db
-    yield
-    await db.close()
-
-
-async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[settings_key]
-    limit = (
-        settings.broken_redis_max_connections
-        if app[variant_key] == "broken"
-        else settings.fixed_redis_max_connections
-    )
-    app[redis_key] = redis = VariantRedis(url=settings.redis_url, max_connections=limit)
-    yield
-    await redis.close()
 
 
 @web.middleware

@@ -32,7 +32,7 @@ loads_key = web.AppKey("loads", LoadRunner)
 explorer_key = web.AppKey("explorer", LoadRunner)  # the cancellation map run from the dashboard
 
 # On each variant's sub-application (/broken, /fixed): its own resources, so one cannot starve the other.
-variant_key = web.AppKey("variant", str)
+variant_key: web.AppKey[Variant] = web.AppKey("variant")
 db_key = web.AppKey("db", VariantDb)
 redis_key = web.AppKey("redis", VariantRedis)
 streams_key = web.AppKey("streams", Live)  # live event streams

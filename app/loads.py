@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +41,15 @@ class LoadRunner:
             "output": list(self.output),
         }
 
-    def start(self, scenario: str, variant: str, base_url: str, extra: list[str]) -> None:
-        self.scenario, self.variant, self.returncode = scenario, variant, None
-        self.output.clear()
-        argv = [sys.executable, "-m", "scripts.load", scenario, "--variant", variant, "--base-url", base_url]
-        self.run([*argv, *extra])
+    def start(self, scenario: str, variant: str, base_url: str, extra: Sequence[str]) -> None:
+        argv = ["-m", "scripts.load", scenario, "--variant", variant, "--base-url", base_url, *extra]
+        self.launch(scenario, variant, argv)
 
-    def run(self, argv: list[str]) -> None:
-        """Run ``argv`` as the current load (``start`` builds it for ``scripts.load``)."""
+    def launch(self, label: str, variant: str | None, args: Sequence[str]) -> None:
+        """Run ``python <args>`` as the current run, shown as ``label`` (and ``variant``)."""
+        self.scenario, self.variant, self.returncode = label, variant, None
+        self.output.clear()
+        argv = [sys.executable, *args]
         self.task = asyncio.create_task(self._run(argv), name="dashboard-load")
 
     async def _run(self, argv: list[str]) -> None:

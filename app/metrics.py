@@ -4,30 +4,24 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .errors import Handler
-
-SCENARIO_OF = {
-    "orders": "disconnect",
-    "reports": "disconnect",
-    "transfers": "shield",
-    "export": "shield",
-    "events": "pubsub",
-    "pitfalls": "cancellation",
-}
+from .settings import VARIANTS
+from .state import Snapshot
 
 
 class Traffic:
     """Requests by (variant, scenario, outcome) and handlers in flight, counted by ``traffic_middleware``."""
 
-    def __init__(self) -> None:
+    def __init__(self, scenario_of: Mapping[str, str]) -> None:
+        self.scenario_of = scenario_of  # first segment of a variant route's path -> its scenario
         self.requests: Counter[tuple[str, str, str]] = Counter()
         self.in_flight: Counter[tuple[str, str]] = Counter()
 
@@ -41,19 +35,18 @@ class Traffic:
     def in_flight_of(self, variant: str) -> int:
         return sum(n for (v, _), n in self.in_flight.items() if v == variant)
 
-
-def labels_of(request: web.Request) -> tuple[str, str] | None:
-    """(variant, scenario) of a scenario route, from its path: /{variant}/{resource}/..."""
-    parts = request.path.split("/")
-    if len(parts) >= 3 and parts[1] in ("broken", "fixed") and parts[2] in SCENARIO_OF:
-        return parts[1], SCENARIO_OF[parts[2]]
-    return None
+    def labels_of(self, request: web.Request) -> tuple[str, str] | None:
+        """(variant, scenario) of a scenario route, from its path: /{variant}/{resource}/..."""
+        parts = request.path.split("/")
+        if len(parts) >= 3 and parts[1] in VARIANTS and parts[2] in self.scenario_of:
+            return parts[1], self.scenario_of[parts[2]]
+        return None
 
 
 def make_middleware(traffic: Traffic) -> Any:
     @web.middleware
     async def traffic_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        labels = labels_of(request)
+        labels = traffic.labels_of(request)
         if labels is None:
             return await handler(request)
         traffic.in_flight[labels] += 1
@@ -80,7 +73,7 @@ class _Snapshot(Collector):
 
     def __init__(self, traffic: Traffic) -> None:
         self.traffic = traffic
-        self.snap: dict[str, Any] = {"variants": {}}
+        self.snap: Snapshot = {"variants": {}, "cards": {}, "pid": 0}
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -147,6 +140,6 @@ class Metrics:
         self.collector = _Snapshot(traffic)
         self.registry.register(self.collector)
 
-    def render(self, snap: dict[str, Any]) -> bytes:
+    def render(self, snap: Snapshot) -> bytes:
         self.collector.snap = snap  # set and rendered in one synchronous step: no scrape sees another's
         return generate_latest(self.registry)

@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
 
-from . import scenarios
+from . import openapi, scenarios
 from .clients import client_address
 from .db import Health, fetch_all, fetch_one
 from .errors import json_error
@@ -31,8 +31,10 @@ from .keys import (
     traffic_key,
     variants_key,
 )
-from .openapi import openapi
 from .scenarios import pubsub
+from .scenarios.cancellation import PITFALLS
+from .settings import VARIANTS
+from .state import CardState, Snapshot, VariantState
 
 log = logging.getLogger("app.ops")
 
@@ -91,7 +93,7 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def snapshot(app: web.Application) -> dict[str, Any]:
+async def snapshot(app: web.Application) -> Snapshot:
     """Per variant: pool, server backends of the variant's role, Redis, aiojobs, requests and invariants.
     Read through the admin pool, so it stays readable while a variant's own role is refused."""
     variants = app[variants_key]
@@ -110,7 +112,7 @@ async def snapshot(app: web.Application) -> dict[str, Any]:
             (roles,),
         )
         backends: dict[Any, tuple[Any, ...]] = {row[0]: row[1:] for row in rows}
-        invariant_rows = await fetch_all(app[admin_db_key], INVARIANTS_SQL)
+        invariant_rows = await fetch_all(app[admin_db_key], INVARIANTS_SQL, (list(VARIANTS),))
         invariants: dict[Any, dict[str, Any]] = {
             row[0]: {"orders_without_items": row[1], "transfers_lost": row[2]} for row in invariant_rows
         }
@@ -119,7 +121,7 @@ async def snapshot(app: web.Application) -> dict[str, Any]:
         backends, invariants, pg_error = {}, {}, type(exc).__name__
     probe = app[probe_key]
     traffic = app[traffic_key]
-    out: dict[str, Any] = {}
+    out: dict[str, VariantState] = {}
     for variant, sub in variants.items():
         db = sub[db_key]
         pool = db.pool
@@ -153,11 +155,55 @@ async def snapshot(app: web.Application) -> dict[str, Any]:
             "in_flight": traffic.in_flight_of(variant),
             "requests": traffic.requests_of(variant),
             "invariants": {
-                **invariants.get(variant, {"orders_without_items": None, "transfers_lost": None}),
+                "orders_without_items": invariants.get(variant, {}).get("orders_without_items"),
+                "transfers_lost": invariants.get(variant, {}).get("transfers_lost"),
                 "messages_dropped": sub[hub_key].dropped if hub_key in sub else 0,
             },
         }
-    return {"variants": out, "pid": os.getpid()}
+    return {"variants": out, "cards": cards(out), "pid": os.getpid()}
+
+
+def cards(variants: dict[str, VariantState]) -> dict[str, dict[str, CardState]]:
+    """Each scenario's card, per variant, read off the snapshot by the scenario's own ``Card``."""
+    out: dict[str, dict[str, CardState]] = {}
+    for scenario in scenarios.SCENARIOS:
+        if (card := scenario.card) is None:
+            continue
+        out[scenario.name] = {
+            variant: {
+                "failures": card.failures(v),
+                "figures": [(figure.label, str(figure.read(v))) for figure in card.figures],
+                "spark": card.spark(v),
+            }
+            for variant, v in variants.items()
+        }
+    return out
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(openapi.document(scenarios.SCENARIOS))
+
+
+async def scenario_list(request: web.Request) -> web.Response:
+    """The scenarios and the gallery, as the dashboard builds its page from them."""
+    return web.json_response(
+        {
+            "variants": list(VARIANTS),
+            "scenarios": [
+                {
+                    "name": s.name,
+                    "title": s.title,
+                    "source": s.source,
+                    "load": s.load is not None,
+                    "failures_label": s.card.failures_label,
+                    "spark_label": s.card.spark_label,
+                }
+                for s in scenarios.SCENARIOS
+                if s.card is not None
+            ],
+            "pitfalls": [{"name": p.name, "summary": p.summary, "source": p.source} for p in PITFALLS.values()],
+        }
+    )
 
 
 # Orders without items; transfers accepted and not committed (in-flight ones included).
@@ -166,7 +212,7 @@ SELECT v,
        (SELECT count(*) FROM orders o WHERE o.variant = v
           AND NOT EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.id)),
        (SELECT count(*) FROM transfers t WHERE t.variant = v AND t.status <> 'committed')
-FROM unnest(ARRAY['broken', 'fixed']) AS v
+FROM unnest(%s::text[]) AS v
 """
 
 
@@ -202,7 +248,8 @@ def operator_allowed(request: web.Request) -> bool:
 
 
 ROUTES = [
-    web.get("/api/openapi.json", openapi),
+    web.get("/api/openapi.json", openapi_document),
+    web.get("/api/scenarios", scenario_list),
     web.get("/ping", ping),
     web.get("/healthz", healthz),
     web.get("/api/state", state),

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import statistics
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -17,35 +15,20 @@ from typing import Any
 
 import aiohttp
 
-from scripts._common import free_port, wait_healthy
+from scripts import toolkit
+from scripts.toolkit import percentile_ms
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-class AppProcess:
-    """``python -m app`` on a free loopback port (the local services, ``DATABASE_URL`` of the environment)."""
+class BenchApp(toolkit.AppProcess):
+    """The app under benchmark: migrated, started, and measured from outside (RSS, reset between runs)."""
 
     def __init__(self, log: Path, **env: str) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        subprocess.run([sys.executable, "-m", "app", "migrate"], cwd=ROOT, check=True, capture_output=True)
-        with log.open("a") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app", "--port", str(self.port)],
-                cwd=ROOT,
-                env={**os.environ, **env},
-                stdout=out,
-                stderr=out,
-            )
+        super().__init__(log, env)
+        self.migrate()
         try:
-            wait_healthy(self.base, 30, self.proc)
+            self.start()
         except RuntimeError as exc:
             raise SystemExit(f"{exc}; see {log}") from None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
 
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -56,13 +39,11 @@ class AppProcess:
     def reset(self) -> None:
         urllib.request.urlopen(urllib.request.Request(f"{self.base}/api/reset", method="POST"), timeout=30).read()
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> float:
+        try:
+            return super().stop(sig, timeout)
+        except subprocess.TimeoutExpired:
+            return timeout
 
 
 @dataclass
@@ -79,8 +60,8 @@ class Run:
     def summary(self) -> dict[str, Any]:
         return {
             "rps": round(self.rps, 1),
-            "p50_ms": pct_ms(self.latencies, 50),
-            "p99_ms": pct_ms(self.latencies, 99),
+            "p50_ms": percentile_ms(self.latencies, 50),
+            "p99_ms": percentile_ms(self.latencies, 99),
             "errors": self.errors,
         }
 
@@ -117,14 +98,6 @@ async def closed_loop(make: Request, *, concurrency: int, seconds: float) -> Run
         await asyncio.gather(*(client() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     return Run(len(latencies), errors, elapsed, latencies)
-
-
-def pct_ms(values: list[float], q: int) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return round(values[0] * 1000, 2)
-    return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000, 2)
 
 
 def spread(values: list[float]) -> dict[str, float]:

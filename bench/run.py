@@ -21,15 +21,17 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
 from app.settings import Settings
+from app.state import Snapshot, VariantState
 from scripts._sse import subscribe
+from scripts.toolkit import ROOT, percentile_ms, poll, quiet
 
 from . import drivers, report
-from .harness import ROOT, AppProcess, closed_loop, pct_ms, spread, tool
+from .harness import BenchApp, closed_loop, spread, tool
 
 ITEMS = [{"sku": "tea", "qty": 2}, {"sku": "cup", "qty": 1}, {"sku": "pot", "qty": 1}]
 VARIANTS = ("broken", "fixed")
@@ -52,32 +54,27 @@ class Config:
         return cls(False, 5.0, 3, 20, (100, 1000, 5000), 20, 8.0)
 
 
-def state(app: AppProcess, variant: str) -> dict[str, Any]:
+def state(app: BenchApp, variant: str) -> VariantState:
     with urllib.request.urlopen(f"{app.base}/api/state", timeout=10) as resp:
-        data: dict[str, Any] = json.load(resp)["variants"][variant]
-        return data
+        return cast(Snapshot, json.load(resp))["variants"][variant]
 
 
-def get(app: AppProcess, path: str) -> dict[str, Any]:
+def get(app: BenchApp, path: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{app.base}{path}", timeout=10) as resp:
         data: dict[str, Any] = json.load(resp)
         return data
 
 
-async def wait_quiet(app: AppProcess, variant: str, timeout: float = 60) -> float:
+async def wait_quiet(app: BenchApp, variant: str, timeout: float = 60) -> float:
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        s = await asyncio.to_thread(state, app, variant)
-        if s["postgres"]["pool_in_use"] == 0 and s["jobs"]["active"] + s["jobs"]["pending"] == 0:
-            break
-        await asyncio.sleep(0.05)
+    await poll(lambda: asyncio.to_thread(state, app, variant), quiet, timeout=timeout)
     return time.monotonic() - started
 
 
 # --- 1. the price of each fix ---------------------------------------------------------------------------------
 
 
-async def price_of_fix(app: AppProcess, cfg: Config) -> dict[str, Any]:
+async def price_of_fix(app: BenchApp, cfg: Config) -> dict[str, Any]:
     base = app.base
     makers = {
         "orders": lambda v: lambda i: ("POST", f"{base}/{v}/orders?hold=0", {"customer": f"b{i}", "items": ITEMS}),
@@ -121,7 +118,7 @@ def _compare(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return result
 
 
-async def pubsub_price(app: AppProcess, cfg: Config) -> dict[str, Any]:
+async def pubsub_price(app: BenchApp, cfg: Config) -> dict[str, Any]:
     """10 subscribers per variant (broken has 20 connections), publish→deliver as fast as publishes go."""
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
     n_messages = cfg.messages * 10
@@ -140,7 +137,7 @@ async def pubsub_price(app: AppProcess, cfg: Config) -> dict[str, Any]:
     return _compare(runs)
 
 
-async def _fan_out_once(app: AppProcess, variant: str, *, subscribers: int, messages: int) -> dict[str, Any]:
+async def _fan_out_once(app: BenchApp, variant: str, *, subscribers: int, messages: int) -> dict[str, Any]:
     channel = f"bench-{os.urandom(4).hex()}"
     url = f"{app.base}/{variant}/events/{channel}"
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
@@ -184,8 +181,8 @@ async def _fan_out_once(app: AppProcess, variant: str, *, subscribers: int, mess
         "subscribers": len(streams),
         "deliveries": len(latencies),
         "deliveries_per_s": round(len(latencies) / elapsed, 1),
-        "p50_ms": pct_ms(latencies, 50),
-        "p99_ms": pct_ms(latencies, 99),
+        "p50_ms": percentile_ms(latencies, 50),
+        "p99_ms": percentile_ms(latencies, 99),
         "missed": len(streams) * messages - sum(got),
         "rss_kib": rss,
         "redis_connections_in_use": in_use,
@@ -203,7 +200,7 @@ COMMIT;
 """
 
 
-async def database_limit(app: AppProcess, cfg: Config, database_url: str) -> dict[str, Any]:
+async def database_limit(app: BenchApp, cfg: Config, database_url: str) -> dict[str, Any]:
     make = lambda i: ("POST", f"{app.base}/fixed/orders?hold=0", {"customer": f"b{i}", "items": ITEMS})  # noqa: E731
     app_runs, pg_runs = [], []
     for _ in range(cfg.reps):
@@ -254,7 +251,7 @@ def _pgbench(database_url: str, seconds: float) -> float:
     return round(float(match.group(1)), 1) if match else 0.0
 
 
-async def _profile(app: AppProcess, make: Any, cfg: Config) -> dict[str, Any]:
+async def _profile(app: BenchApp, make: Any, cfg: Config) -> dict[str, Any]:
     """py-spy samples the app while the fixed orders load runs: where its CPU goes, by leaf function and by
     package (what is ours, what is the driver's, the web framework's, the event loop's)."""
     spy = tool("py-spy") or tool(str(ROOT / ".venv" / "bin" / "py-spy"))
@@ -322,9 +319,9 @@ def _package(frame: str) -> str:
 # --- 3. the load generator is not the bottleneck ----------------------------------------------------------------
 
 
-async def generator(app: AppProcess, cfg: Config) -> dict[str, Any]:
+async def generator(app: BenchApp, cfg: Config) -> dict[str, Any]:
     ours = await closed_loop(lambda i: ("GET", f"{app.base}/ping", None), concurrency=50, seconds=cfg.seconds)
-    result: dict[str, Any] = {"ours_rps": round(ours.rps, 1), "ours_p99_ms": pct_ms(ours.latencies, 99)}
+    result: dict[str, Any] = {"ours_rps": round(ours.rps, 1), "ours_p99_ms": percentile_ms(ours.latencies, 99)}
     if tool("wrk"):
         run = await asyncio.to_thread(
             subprocess.run,
@@ -343,7 +340,7 @@ async def generator(app: AppProcess, cfg: Config) -> dict[str, Any]:
 # --- 4. fan-out scale --------------------------------------------------------------------------------------------
 
 
-async def fanout(app: AppProcess, cfg: Config) -> dict[str, Any]:
+async def fanout(app: BenchApp, cfg: Config) -> dict[str, Any]:
     rows = []
     for n in cfg.fanout:
         await asyncio.to_thread(app.reset)
@@ -368,7 +365,7 @@ async def fanout(app: AppProcess, cfg: Config) -> dict[str, Any]:
     return result
 
 
-async def _broken_capacity(app: AppProcess) -> int:
+async def _broken_capacity(app: BenchApp) -> int:
     url = f"{app.base}/broken/events/bench-capacity"
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True)) as http:
         streams = []
@@ -385,7 +382,7 @@ async def _broken_capacity(app: AppProcess) -> int:
 # --- 5. recovery after an aborted-request storm ------------------------------------------------------------------
 
 
-async def recovery(app: AppProcess, cfg: Config) -> dict[str, Any]:
+async def recovery(app: BenchApp, cfg: Config) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for variant in VARIANTS:
         await asyncio.to_thread(app.reset)
@@ -429,7 +426,7 @@ async def recovery(app: AppProcess, cfg: Config) -> dict[str, Any]:
 # --- the run -----------------------------------------------------------------------------------------------------
 
 
-async def soak(app: AppProcess, cfg: Config) -> dict[str, Any]:
+async def soak(app: BenchApp, cfg: Config) -> dict[str, Any]:
     """``python -m scripts.soak`` against the same app: 2 minutes (smoke: 10 s), then the drift."""
     out = Path(tempfile.mkdtemp()) / "soak.json"
     minutes = "0.17" if cfg.smoke else "2"
@@ -486,7 +483,7 @@ async def main_async(args: argparse.Namespace) -> int:
     database_url = Settings.from_env().database_url
     log = out / "results" / "app.log.txt"
     log.unlink(missing_ok=True)
-    app = AppProcess(log)
+    app = BenchApp(log)
     results: dict[str, Any] = {}
     try:
         for name in BENCHMARKS:

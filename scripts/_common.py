@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 from urllib.parse import urlsplit
 
 import aiohttp
+
+from app.state import Snapshot, VariantState
 
 EXPECTED = {"broken": "reproduced", "fixed": "held"}
 
@@ -117,46 +115,9 @@ async def fetch_json(http: aiohttp.ClientSession, url: str, method: str = "GET")
         return data
 
 
-async def variant_state(http: aiohttp.ClientSession, base: str, variant: str) -> dict[str, Any]:
+async def variant_state(http: aiohttp.ClientSession, base: str, variant: str) -> VariantState:
     """The variant's part of ``/api/state``."""
-    state: dict[str, Any] = (await fetch_json(http, f"{base}/api/state"))["variants"][variant]
-    return state
-
-
-async def poll(
-    read: Callable[[], Awaitable[dict[str, Any]]], until: Callable[[dict[str, Any]], bool], timeout: float
-) -> dict[str, Any]:
-    """Read every 0.1 s until ``until`` holds or ``timeout`` passes; the last value read either way."""
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + timeout
-    while True:
-        value = await read()
-        if until(value) or loop.time() > give_up:
-            return value
-        await asyncio.sleep(0.1)
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_healthy(base: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Block until ``base``/healthz answers 200; RuntimeError if ``proc`` exits or ``timeout`` passes first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the app exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{base} was not healthy within {timeout:.0f} s")
+    return cast(Snapshot, await fetch_json(http, f"{base}/api/state"))["variants"][variant]
 
 
 def cannot_reach(base: str, exc: BaseException) -> int:

@@ -5,10 +5,8 @@ Used by ``python -m scripts.explore`` and by the tests."""
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -19,8 +17,8 @@ from app.hub import Hub, hub_client
 from app.keys import dashboards_key
 from app.loads import LoadRunner
 from app.sse import Live
+from scripts.toolkit import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 Step = Callable[[], Coroutine[Any, Any, None]]
 
 
@@ -87,7 +85,7 @@ def loads_close() -> Units:
 
     async def reset() -> None:
         runner = LoadRunner(ROOT)
-        runner.run([sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"])
+        runner.launch("sleeper", None, ["-c", "import time; print('started', flush=True); time.sleep(60)"])
         async with asyncio.timeout(10):
             while not runner.output:  # noqa: ASYNC110 (the child is up and talking; bounded)
                 await asyncio.sleep(0.01)

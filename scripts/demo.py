@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import urllib.request
 
-from . import _common
+from .toolkit import AppProcess, wait_healthy
 
 SCRIPT = """
   Dashboard   {base}/        (F11 for full screen; large type, works offline)
@@ -43,13 +42,6 @@ def free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def wait_healthy(base: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    try:
-        _common.wait_healthy(base, timeout, proc)
-    except RuntimeError as exc:
-        raise SystemExit(str(exc)) from None
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scripts.demo", description=__doc__.split("\n")[0])
     p.add_argument("--compose", action="store_true", help="run the docker compose stack instead")
@@ -61,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.compose:
         compose = ["docker", "compose"] if shutil.which("docker") else ["docker-compose"]
         subprocess.run([*compose, "up", "--build", "-d"], check=True)
-        wait_healthy(base, 180)
+        try:
+            wait_healthy(base, 180)
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
         print(SCRIPT.format(base=base, monitor="", stop="\n  Stop it with: make down"))
         return 0
 
@@ -69,11 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"port {args.port} is taken (a running `make run`?): stop it, or use APP_PORT=8081 make demo")
         return 2
     monitor_port = int(os.environ.get("MONITOR_PORT", "20101"))
-    env = {**os.environ, "DEMO": "1", "MONITOR_PORT": str(monitor_port)}
-    subprocess.run([sys.executable, "-m", "app", "migrate"], check=True, env=env)
-    proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(args.port)], env=env)
+    app = AppProcess(None, {"DEMO": "1", "MONITOR_PORT": str(monitor_port)}, port=args.port)
+    app.migrate(quiet=False)
     try:
-        wait_healthy(base, 30, proc)
+        try:
+            app.start()
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
         monitor = (
             f"  Inside     telnet 127.0.0.1 {monitor_port}  (aiomonitor: ps, where <task>, cancel <task>)\n"
             f"             web UI http://127.0.0.1:{monitor_port + 1}/\n"
@@ -82,14 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port + 1}/", timeout=5) as resp:
                 return 0 if resp.status == 200 else 1  # aiomonitor's web UI answers
-        proc.wait()
-        return proc.returncode
+        assert app.proc is not None
+        return app.proc.wait()
     except KeyboardInterrupt:
         return 0
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
+        app.stop()
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 import aiojobs.aiohttp
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from app import cancelmap
@@ -31,12 +32,13 @@ from app.db import fetch_all, fetch_one
 from app.factory import create_app
 from app.keys import admin_db_key, db_key, plans_key, settings_key, variants_key
 from app.migrate import migrate
-from app.settings import Settings, database_name, with_database
+from app.scenarios import MAP_TARGETS
+from app.settings import VARIANTS, Settings, Variant, database_name, with_database
 
 from . import _plumbing
 from ._common import EXPECTED
 
-Check = Callable[[TestClient, str], Awaitable[list[str]]]
+Check = Callable[[TestClient, Variant], Awaitable[list[str]]]
 ORDER = {"customer": "explorer", "items": [{"sku": "tea", "qty": 2}, {"sku": "cup", "qty": 1}]}
 TRANSFER = {"from": "alice", "to": "bob", "amount": 5}
 SETTLE = 5.0
@@ -53,9 +55,14 @@ class Target:
     invariant: Check
 
 
-async def quiet(client: TestClient, variant: str) -> list[str]:
+def app_of(client: TestClient) -> web.Application:
+    assert client.app is not None  # a TestClient on a TestServer always has one
+    return client.app
+
+
+async def quiet(client: TestClient, variant: Variant) -> list[str]:
     """Wait (bounded) until the variant has nothing in flight: no job, no pool connection in use."""
-    sub = client.app[variants_key][variant]  # type: ignore[index]
+    sub = app_of(client)[variants_key][variant]
     scheduler = aiojobs.aiohttp.get_scheduler_from_app(sub)
     assert scheduler is not None
     loop = asyncio.get_running_loop()
@@ -68,41 +75,41 @@ async def quiet(client: TestClient, variant: str) -> list[str]:
     return ["did not settle: work still in flight"]
 
 
-async def orders_whole(client: TestClient, variant: str) -> list[str]:
+async def orders_whole(client: TestClient, variant: Variant) -> list[str]:
     problems = await quiet(client, variant)
     sql = (
         "SELECT count(*) FROM orders o WHERE o.variant = %s"
         " AND NOT EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.id)"
     )
-    (half,) = await fetch_one(client.app[admin_db_key], sql, (variant,))  # type: ignore[index]
+    (half,) = await fetch_one(app_of(client)[admin_db_key], sql, (variant,))
     return problems + ([f"{half} order(s) without items"] if half else [])
 
 
-async def no_backend_left(client: TestClient, variant: str) -> list[str]:
+async def no_backend_left(client: TestClient, variant: Variant) -> list[str]:
     """No backend of the variant's role still running the report 0.5 s after the handler ended."""
     problems = await quiet(client, variant)
     sql = (
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
         " AND usename = %s AND state = 'active' AND query LIKE 'SELECT pg_sleep%%'"
     )
-    role = client.app[settings_key].role(variant)  # type: ignore[index, arg-type]
+    role = app_of(client)[settings_key].role(variant)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 0.5
     while True:
-        (running,) = await fetch_one(client.app[admin_db_key], sql, (role,))  # type: ignore[index]
+        (running,) = await fetch_one(app_of(client)[admin_db_key], sql, (role,))
         if not running or loop.time() >= deadline:
             break
         await asyncio.sleep(0.02)
     return problems + ([f"{running} report backend(s) outlive their request"] if running else [])
 
 
-async def transfers_exactly_once(client: TestClient, variant: str) -> list[str]:
+async def transfers_exactly_once(client: TestClient, variant: Variant) -> list[str]:
     problems = await quiet(client, variant)
     sql = (
         "SELECT count(*) FILTER (WHERE status <> 'committed'),"
         " (SELECT sum(balance) FROM accounts WHERE variant = %(v)s)::bigint FROM transfers WHERE variant = %(v)s"
     )
-    left, balance = await fetch_one(client.app[admin_db_key], sql, {"v": variant})  # type: ignore[index]
+    left, balance = await fetch_one(app_of(client)[admin_db_key], sql, {"v": variant})
     if left:
         problems.append(f"{left} transfer(s) accepted and never committed")
     if balance != 4_000_000:
@@ -110,9 +117,11 @@ async def transfers_exactly_once(client: TestClient, variant: str) -> list[str]:
     return problems
 
 
-async def export_audited(client: TestClient, variant: str) -> list[str]:
+async def export_audited(client: TestClient, variant: Variant) -> list[str]:
     problems = await quiet(client, variant)
-    rows = await fetch_all(client.app[admin_db_key], "SELECT count(*) FROM exports WHERE variant = %s", (variant,))  # type: ignore[index]
+    rows = await fetch_all(
+        app_of(client)[admin_db_key], "SELECT count(*) FROM exports WHERE variant = %s", (variant,)
+    )
     audits = rows[0][0]
     return problems + ([f"{audits} audit records for one export"] if audits != 1 else [])
 
@@ -140,7 +149,7 @@ async def reset(client: TestClient, target: Target) -> None:
     """The app's own ``POST /api/reset``: empty tables, the variants' leftover backends ended, fresh pools."""
     async with client.post("/api/reset") as resp:
         assert resp.status == 200, await resp.text()
-    admin = client.app[admin_db_key]  # type: ignore[index]
+    admin = app_of(client)[admin_db_key]
     if target.name == "export":  # 150 rows: two chunks to stream
         await fetch_one(
             admin,
@@ -151,9 +160,9 @@ async def reset(client: TestClient, target: Target) -> None:
 
 
 async def explore_target(
-    client: TestClient, target: Target, variant: str, *, depth: int = 1
+    client: TestClient, target: Target, variant: Variant, *, depth: int = 1
 ) -> list[cancelmap.Trial]:
-    plans = client.app[plans_key]  # type: ignore[index]
+    plans = app_of(client)[plans_key]
     path = target.path.format(variant=variant)
 
     async def send(plan: cancelmap.Plan) -> str:
@@ -196,13 +205,16 @@ async def run(args: argparse.Namespace) -> int:
     settings = explore_settings()
     migrate(settings.database_url)
     client = await served(settings)
-    names = [*TARGETS, *PLUMBING] if args.target == "all" else [args.target]
+    names = list(MAP_TARGETS) if args.target == "all" else [args.target]
     report: list[dict[str, Any]] = []
     ok = True
     try:
         for name in names:
             plumbing = name in PLUMBING
-            for variant in ["fixed"] if plumbing else [args.variant] if args.variant else ["broken", "fixed"]:
+            variants: tuple[Variant, ...] = (
+                ("fixed",) if plumbing else (args.variant,) if args.variant else VARIANTS
+            )
+            for variant in variants:
                 if plumbing:
                     trials = await PLUMBING[name](settings).explore(depth=args.depth)
                 else:
@@ -226,13 +238,13 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scripts.explore", description=__doc__.split("\n")[0])
-    p.add_argument("target", help=f"one of {', '.join([*TARGETS, *PLUMBING])}, or all")
-    p.add_argument("--variant", choices=["broken", "fixed"])
+    p.add_argument("target", help=f"one of {', '.join(MAP_TARGETS)}, or all")
+    p.add_argument("--variant", choices=VARIANTS)
     p.add_argument("--depth", type=int, choices=[1, 2], default=1, help="2: cancel again inside each cleanup")
     p.add_argument("--json", type=Path, help="write the maps as JSON here")
     args = p.parse_args(argv)
-    if args.target != "all" and args.target not in TARGETS and args.target not in PLUMBING:
-        known = ", ".join([*TARGETS, *PLUMBING])
+    if args.target != "all" and args.target not in MAP_TARGETS:
+        known = ", ".join(MAP_TARGETS)
         print(f"unknown target {args.target!r}; targets: {known}, all", file=sys.stderr)
         return 2
     return asyncio.run(run(args))

@@ -12,26 +12,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
 from pathlib import Path
+from types import ModuleType
 
-from . import load_disconnect, load_pubsub, load_shield
+from app.scenarios import SCENARIOS as ALL
+from app.settings import VARIANTS
+
 from ._common import require_loopback
 
-SCENARIOS = {
-    "disconnect": (load_disconnect.add_arguments, load_disconnect.run),
-    "pubsub": (load_pubsub.add_arguments, load_pubsub.run),
-    "shield": (load_shield.add_arguments, load_shield.run),
-}
-DEFAULT_REQUESTS = {"disconnect": 400, "pubsub": 200, "shield": 200}
+# Every scenario with a ``Load`` in its description, driven by this package's ``load_<name>`` module.
+SCENARIOS = {s.name: s for s in ALL if s.load is not None}
+
+
+def driver(name: str) -> ModuleType:
+    return importlib.import_module(f"{__package__}.load_{name}")
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m scripts.load", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="scenario", required=True, metavar="scenario")
-    for name, (add_arguments, _) in SCENARIOS.items():
-        sp = sub.add_parser(name, help=f"scenario {name}")
-        sp.add_argument("--variant", choices=["broken", "fixed"], required=True)
+    for name in SCENARIOS:
+        sp = sub.add_parser(name, help=SCENARIOS[name].title)
+        sp.add_argument("--variant", choices=VARIANTS, required=True)
         sp.add_argument("--base-url", default="http://127.0.0.1:8080", help="a running app (loopback only)")
         sp.add_argument("--requests", type=int, help="requests (pubsub: subscribers) in all; max 10000")
         sp.add_argument("--concurrency", type=int, default=20, help="requests in flight at once (max 500)")
@@ -39,19 +43,21 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable run")
         sp.add_argument("--reset", action="store_true", help="POST /api/reset before the run")
         sp.add_argument("--json", type=Path, help="write the report as JSON here")
-        add_arguments(sp)
+        driver(name).add_arguments(sp)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    args.requests = args.requests or DEFAULT_REQUESTS[args.scenario]
+    load = SCENARIOS[args.scenario].load
+    assert load is not None
+    args.requests = args.requests or load.requests
     if not 1 <= args.requests <= 10_000 or not 1 <= args.concurrency <= 500 or not 0 < args.max_seconds <= 600:
         print("--requests 1..10000, --concurrency 1..500, --max-seconds up to 600", file=sys.stderr)
         return 2
     require_loopback(args.base_url)
-    _, run = SCENARIOS[args.scenario]
-    return asyncio.run(run(args))
+    code: int = asyncio.run(driver(args.scenario).run(args))
+    return code
 
 
 if __name__ == "__main__":

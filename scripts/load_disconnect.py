@@ -17,7 +17,10 @@ from typing import Any
 
 import aiohttp
 
+from app.state import VariantState
+
 from ._common import Progress, Tally, cannot_reach, fetch_json, finish, variant_state
+from .toolkit import quiet
 
 QUIET_SECONDS = 5.0
 SAMPLE_EVERY = 0.1
@@ -156,16 +159,16 @@ async def _one(
         tally.errors[f"http_{resp.status}"] += 1
 
 
-async def _wait_quiet(http: aiohttp.ClientSession, base: str, variant: str) -> tuple[int, dict[str, Any]]:
+async def _wait_quiet(http: aiohttp.ClientSession, base: str, variant: str) -> tuple[int, VariantState]:
     """Poll until no handler or job of the variant holds a connection and no backend is busy, or give up after
     a bound; returns the backends still busy then (each running a query nobody waits for) and the last state."""
     loop = asyncio.get_running_loop()
     give_up = loop.time() + QUIET_SECONDS
     while True:
         state = await variant_state(http, base, variant)
-        pg, jobs = state["postgres"], state["jobs"]
+        pg = state["postgres"]
         busy = pg["backends_active"] or 0
-        idle = pg["pool_in_use"] == 0 and jobs["active"] + jobs["pending"] == 0
+        idle = quiet(state)
         if (idle and busy == 0) or loop.time() > give_up:
             return (busy if idle else busy - pg["pool_in_use"]), state
         await asyncio.sleep(SAMPLE_EVERY)

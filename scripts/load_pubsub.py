@@ -12,14 +12,14 @@ import asyncio
 import contextlib
 import json
 import random
-import statistics
 import time
 import uuid
 
 import aiohttp
 
-from ._common import Progress, Tally, cannot_reach, fetch_json, finish, poll
+from ._common import Progress, Tally, cannot_reach, fetch_json, finish
 from ._sse import SseStream, subscribe
+from .toolkit import percentile_ms, poll
 
 DELIVERY_SECONDS = 10.0
 MAX_HUB_CONNECTIONS = 2
@@ -79,7 +79,10 @@ async def run(args: argparse.Namespace) -> int:
         tally.disconnects = cut
         live = streams[cut:]
         after_drop = await poll(
-            lambda: fetch_json(http, f"{base}/{variant}/events/stats"), lambda s: s["subscribers"] == len(live), 5
+            lambda: fetch_json(http, f"{base}/{variant}/events/stats"),
+            lambda s: s["subscribers"] == len(live),
+            timeout=5,
+            every=0.1,
         )
 
         # 3. Publish, while every live subscriber reads.
@@ -120,8 +123,8 @@ async def run(args: argparse.Namespace) -> int:
         "subscribers_live": len(live),
         "messages_published": len(published),
         "deliveries": len(latencies),
-        "delivery_p50_ms": _ms(latencies, 0.50),
-        "delivery_p99_ms": _ms(latencies, 0.99),
+        "delivery_p50_ms": percentile_ms(latencies, 50, 1),
+        "delivery_p99_ms": percentile_ms(latencies, 99, 1),
         "redis_max_connections": figures["redis_max_connections"],
     }
     print(
@@ -174,11 +177,3 @@ def _in_order_prefix(seqs: list[int], published: list[int]) -> int:
             break
         n += 1
     return n
-
-
-def _ms(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    if len(sorted_values) == 1:
-        return round(sorted_values[0] * 1000, 1)
-    return round(statistics.quantiles(sorted_values, n=100, method="inclusive")[int(q * 100) - 1] * 1000, 1)

@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import signal
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from ._common import Progress, Tally, cannot_reach, fetch_json, finish, free_port, poll, variant_state
+from ._common import Progress, Tally, cannot_reach, fetch_json, finish, variant_state
+from .toolkit import ACCOUNTS, AppProcess, poll, quiet
 
-ACCOUNTS = ("alice", "bob", "carol", "dave")
 BAD_LOG_LINES = ("Task was destroyed but it is pending", "never retrieved")
 
 
@@ -37,37 +33,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hold", type=float, default=0.2, help="slow step inside each transfer, seconds (<=5)")
 
 
-class Child:
-    """``python -m app`` on a free loopback port, its output in a log file."""
+async def start_app(log: Path) -> AppProcess:
+    """The app as a child on a free port (healthy, or SystemExit pointing at its log)."""
+    try:
+        return await asyncio.to_thread(AppProcess(log).start)
+    except RuntimeError as exc:
+        raise SystemExit(f"{exc}; see {log}") from None
 
-    def __init__(self, log: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        with log.open("a") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app", "--port", str(self.port)], stdout=out, stderr=out, env=os.environ
-            )
 
-    async def healthy(self, http: aiohttp.ClientSession, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"the app exited with {self.proc.returncode}; see {self.log}")
-            try:
-                async with http.get(f"{self.base}/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-        raise SystemExit(f"the app was not healthy within {timeout} s; see {self.log}")
-
-    async def stop(self, sig: int) -> float:
-        started = time.monotonic()
-        self.proc.send_signal(sig)
-        await asyncio.to_thread(self.proc.wait, 60)
-        return time.monotonic() - started
+async def stop_app(app: AppProcess, sig: int) -> float:
+    return await asyncio.to_thread(app.stop, sig, 60)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -78,20 +53,16 @@ async def run(args: argparse.Namespace) -> int:
         "mode": "spawn-app " + ("SIGKILL" if args.kill else "SIGTERM") if args.spawn_app else "disconnects only"
     }
     log = Path(tempfile.mkdtemp(prefix="pitfalls-shield-")) / "app.log"
-    child: Child | None = None
+    child: AppProcess | None = None
     if args.spawn_app:
-        await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "app", "migrate"], check=True, capture_output=True
-        )
-        child = Child(log)
+        await asyncio.to_thread(AppProcess(None).migrate)
+        child = await start_app(log)
         base = child.base
     else:
         base = args.base_url.rstrip("/")
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
         try:
-            if child is not None:
-                await child.healthy(http)
             before = await fetch_json(http, f"{base}/{variant}/transfers/stats")
         except (aiohttp.ClientError, TimeoutError) as exc:
             return cannot_reach(base, exc)
@@ -133,7 +104,7 @@ async def run(args: argparse.Namespace) -> int:
             if child is None:
                 return
             await stopping.wait()
-            took = await child.stop(signal.SIGKILL if args.kill else signal.SIGTERM)
+            took = await stop_app(child, signal.SIGKILL if args.kill else signal.SIGTERM)
             extra["stop_seconds"] = round(took, 2)
             print(f"\n{'SIGKILL' if args.kill else 'SIGTERM'}: the app stopped in {took:.2f} s; restarting it")
 
@@ -143,18 +114,13 @@ async def run(args: argparse.Namespace) -> int:
         if child is not None:
             first_log = log.read_text()
             extra["log_warnings"] = {line: first_log.count(line) for line in BAD_LOG_LINES}
-            child = Child(log)
+            child = await start_app(log)
             base = child.base
-            await child.healthy(http)
         # Quiet: no job queued or running, no connection in use (recovery, if any, runs at start-up).
-        await poll(
-            lambda: variant_state(http, base, variant),
-            lambda s: s["jobs"]["active"] + s["jobs"]["pending"] == 0 and s["postgres"]["pool_in_use"] == 0,
-            timeout=30,
-        )
+        await poll(lambda: variant_state(http, base, variant), quiet, timeout=30, every=0.1)
         after = await fetch_json(http, f"{base}/{variant}/transfers/stats")
         if child is not None:
-            extra["restart_stop_seconds"] = round(await child.stop(signal.SIGTERM), 2)
+            extra["restart_stop_seconds"] = round(await stop_app(child, signal.SIGTERM), 2)
     extra["log"] = str(log)
 
     observed = {

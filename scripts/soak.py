@@ -24,13 +24,16 @@ from typing import Any
 
 import aiohttp
 
+from app.state import VariantState
+
 from ._common import cannot_reach, fetch_json, require_loopback, variant_state
 from ._sse import subscribe
+from .toolkit import poll, quiet
 
 ITEMS = [{"sku": "tea", "qty": 1}]
 
 
-def sample(pid: int, state: dict[str, Any]) -> dict[str, Any]:
+def sample(pid: int, state: VariantState) -> dict[str, Any]:
     rss = next(
         int(line.split()[1])
         for line in Path(f"/proc/{pid}/status").read_text().splitlines()
@@ -110,11 +113,7 @@ async def run(args: argparse.Namespace) -> int:
                 next_sample = started + args.sample_every
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
         # quiet, then the last sample and the invariants
-        for _ in range(100):
-            state = await variant_state(http, base, "fixed")
-            if state["jobs"]["active"] + state["jobs"]["pending"] == 0 and state["postgres"]["pool_in_use"] == 0:
-                break
-            await asyncio.sleep(0.1)
+        state = await poll(lambda: variant_state(http, base, "fixed"), quiet, timeout=10, every=0.1)
         samples.append({"t": "end", **sample(pid, state)})
         orders = await fetch_json(http, f"{base}/fixed/orders/stats")
         after = await fetch_json(http, f"{base}/fixed/transfers/stats")

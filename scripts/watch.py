@@ -9,61 +9,32 @@ import argparse
 import asyncio
 import sys
 import time
-from typing import Any
+from typing import cast
 
 import aiohttp
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from app.settings import VARIANTS
+from app.state import Snapshot
+
 from ._common import cannot_reach, fetch_json, require_loopback
 
-ROWS: list[tuple[str, str, Any]] = [
-    ("disconnect", "orders without items", lambda v: v["invariants"]["orders_without_items"]),
-    ("disconnect", "requests refused (5xx)", lambda v: _r(v, "disconnect")),
-    (
-        "disconnect",
-        "server backends / limit",
-        lambda v: f"{v['postgres']['backends']} / {v['postgres']['role_connection_limit']}",
-    ),
-    ("disconnect", "pool in use / max", lambda v: f"{v['postgres']['pool_in_use']} / {v['postgres']['pool_max']}"),
-    ("disconnect", "handlers cancelled", lambda v: v["handlers_cancelled"]),
-    ("pubsub", "live subscribers", lambda v: v["subscribers"]),
-    (
-        "pubsub",
-        "Redis connections / max",
-        lambda v: f"{v['redis']['connections_in_use']} / {v['redis']['max_connections']}",
-    ),
-    ("pubsub", "requests refused (5xx)", lambda v: _r(v, "pubsub")),
-    ("shield", "transfers not committed", lambda v: v["invariants"]["transfers_lost"]),
-    ("shield", "aiojobs active / pending", lambda v: _of(v["jobs"], "active", "pending")),
-]
+STYLE = {"broken": "bold red", "fixed": "bold green"}
 
 
-def _of(figures: dict[str, Any], a: str, b: str) -> str:
-    return f"{figures[a]} / {figures[b]}"
-
-
-def _r(v: dict[str, Any], scenario: str) -> int:
-    return int(v.get("requests", {}).get(scenario, {}).get("5xx", 0))
-
-
-def table(snapshot: dict[str, Any], base: str) -> Table:
+def table(snapshot: Snapshot, base: str) -> Table:
+    """Each scenario's card (its figures, as the dashboard shows them) with a column per variant."""
     t = Table(title=f"asyncio pitfalls — {base}", title_style="bold", expand=False)
     t.add_column("scenario", style="dim")
     t.add_column("figure")
-    t.add_column("broken", justify="right", style="bold red")
-    t.add_column("fixed", justify="right", style="bold green")
-    variants = snapshot["variants"]
-    last = None
-    for scenario, label, read in ROWS:
-        t.add_row(
-            scenario if scenario != last else "",
-            label,
-            str(read(variants["broken"])),
-            str(read(variants["fixed"])),
-        )
-        last = scenario
+    for variant in VARIANTS:
+        t.add_column(variant, justify="right", style=STYLE.get(variant, "bold"))
+    for scenario, card in snapshot["cards"].items():
+        figures = {variant: card[variant]["figures"] for variant in VARIANTS}
+        for i, (label, _) in enumerate(figures[VARIANTS[0]]):
+            t.add_row(scenario if i == 0 else "", label, *(figures[v][i][1] for v in VARIANTS))
     return t
 
 
@@ -72,7 +43,7 @@ async def run(args: argparse.Namespace) -> int:
     console = Console()
     async with aiohttp.ClientSession() as http:
         try:
-            snapshot = await fetch_json(http, f"{base}/api/state")
+            snapshot = cast(Snapshot, await fetch_json(http, f"{base}/api/state"))
         except (aiohttp.ClientError, TimeoutError) as exc:
             return cannot_reach(base, exc)
         if args.once:
@@ -83,7 +54,7 @@ async def run(args: argparse.Namespace) -> int:
             while stop_at is None or time.monotonic() < stop_at:
                 await asyncio.sleep(args.every)
                 try:
-                    live.update(table(await fetch_json(http, f"{base}/api/state"), base))
+                    live.update(table(cast(Snapshot, await fetch_json(http, f"{base}/api/state")), base))
                 except (aiohttp.ClientError, TimeoutError):
                     live.update(f"[red]{base} unreachable; retrying…")
     return 0

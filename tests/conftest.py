@@ -3,16 +3,8 @@ aiohttp's test server (which always runs with ``handler_cancellation=True``, lik
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
@@ -21,12 +13,13 @@ import pytest
 import redis
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from app.factory import create_app
 from app.migrate import migrate
 from app.scenarios import RESET_SQL
 from app.settings import VARIANTS, Settings, database_name, with_database
-from scripts._common import free_port, wait_healthy
+from tests.helpers import App, free_port
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/pitfalls_test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -90,39 +83,8 @@ def app(settings: Settings) -> web.Application:
 
 
 @pytest.fixture
-async def client(aiohttp_client, app: web.Application) -> TestClient:  # type: ignore[no-untyped-def]
+async def client(aiohttp_client: AiohttpClient, app: web.Application) -> TestClient:
     return await aiohttp_client(app)
-
-
-ROOT = Path(__file__).resolve().parent.parent
-__all__ = ["ROOT", "App", "free_port", "get"]  # what the test modules import from here
-BAD_LOG_LINES = ("Task was destroyed but it is pending", "never retrieved", "Traceback")
-
-
-def get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
-
-
-@dataclass
-class App:
-    """``python -m app`` running as a real process on a free port."""
-
-    base: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-    clean_log: bool = True  # checked at teardown: no "Task was destroyed", "never retrieved" or traceback
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> float:
-        """Send ``sig`` and wait for the exit; returns how long the shutdown took."""
-        started = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=timeout)
-        return time.monotonic() - started
 
 
 @pytest.fixture
@@ -133,26 +95,20 @@ def spawn_app(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., App]
 
     def spawn(*, clean_log: bool = True, **env: str) -> App:
         port = free_port()
-        log = tmp_path / f"app-{port}.log"
-        environ = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url, **env}
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "app", "--port", str(port)], cwd=ROOT, env=environ, stdout=out, stderr=out
-            )
-        app = App(f"http://127.0.0.1:{port}", proc, log, clean_log)
+        environ = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url, **env}
+        app = App(tmp_path / f"app-{port}.log", environ, port=port)
+        app.clean_log = clean_log
         apps.append(app)
         try:
-            wait_healthy(app.base, 20, proc)
+            app.start(20)
         except RuntimeError as exc:
-            pytest.fail(f"{exc}\n{log.read_text()}", False)
+            pytest.fail(f"{exc}\n{(tmp_path / f'app-{port}.log').read_text()}", False)
         return app
 
     yield spawn
     for app in apps:
         try:
-            app.stop()
+            app.stop(timeout=20)
         finally:
-            app.proc.kill()
-        text = app.log.read_text()
-        for bad in BAD_LOG_LINES if app.clean_log else ():
-            assert bad not in text, text[-3000:]
+            app.kill()
+        app.check_log()

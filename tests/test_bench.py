@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from app.settings import Settings
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_bench_smoke(settings: Settings, tmp_path: Path) -> None:

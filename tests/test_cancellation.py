@@ -11,8 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from app.scenarios.cancellation import PITFALLS
-from tests.conftest import ROOT, App
-from tests.helpers import Callers, get_json, poll
+from tests.helpers import ROOT, App, Callers, get_json, poll
 
 # Python 3.12 fixed asyncio.wait_for: there the broken variant can no longer lose a cancellation.
 SPRINGS_ON_BROKEN = {name: not (name == "wait-for-race" and sys.version_info >= (3, 12)) for name in PITFALLS}
@@ -106,10 +105,14 @@ async def test_blocking_call_leaves_no_ticker_behind_a_hang_up(client: TestClien
     """20 hang-ups while the pitfall runs. Before: each left its ticker task running (100 wake-ups a second,
     a growing list) for the life of the process."""
     seen: set[asyncio.Task] = set()
+
+    async def new_tickers() -> set[asyncio.Task]:
+        return set(tickers()) - seen
+
     async with Callers(client) as callers:
         for _ in range(20):
             callers.start("GET", "/fixed/pitfalls/blocking-call")
-            new = await poll(lambda seen=seen: asyncio.sleep(0, set(tickers()) - seen), bool)  # its ticker runs
+            new = await poll(new_tickers, bool)  # its ticker runs
             seen.update(new)
             await callers.hang_up()
     assert len(seen) == 20

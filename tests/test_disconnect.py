@@ -14,6 +14,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from app.keys import probe_key
+from app.state import VariantState
+from scripts.toolkit import quiet
 from tests.helpers import Callers, get_json, poll, variant_state
 
 N = 8
@@ -21,13 +23,9 @@ ITEMS = [{"sku": "tea", "qty": 2}, {"sku": "cup", "qty": 1}, {"sku": "pot", "qty
 HOLD = 5  # long enough that no handler leaves its hold before the hang-up; fixed ones then finish it
 
 
-async def quiet(client: TestClient, variant: str) -> dict:
+async def wait_quiet(client: TestClient, variant: str) -> VariantState:
     """Wait until no handler or aiojobs job of the variant holds a pool connection."""
-    return await poll(
-        lambda: variant_state(client, variant),
-        lambda s: s["postgres"]["pool_in_use"] == 0 and s["jobs"]["active"] + s["jobs"]["pending"] == 0,
-        timeout=HOLD + 10,
-    )
+    return await poll(lambda: variant_state(client, variant), quiet, timeout=HOLD + 10)
 
 
 @pytest.mark.parametrize(
@@ -42,7 +40,7 @@ async def test_hang_up_during_hold(client: TestClient, variant: str, without_ite
         await probe.reached(f"{variant}.hold", N)
         await callers.hang_up()
     await probe.reached(f"{variant}.cancelled", N)
-    state = await quiet(client, variant)
+    state = await wait_quiet(client, variant)
     assert state["jobs"]["active"] == 0
 
     stats = await get_json(client, f"/{variant}/orders/stats")
@@ -113,6 +111,7 @@ async def test_abandoned_reports_exhaust_the_role(client: TestClient, variant: s
     variant is never affected."""
     probe = client.app[probe_key]
     limit = (await variant_state(client, variant))["postgres"]["role_connection_limit"]
+    assert limit is not None
     async with Callers(client) as callers:
         for i in range(limit + 2):
             task = callers.start("GET", f"/{variant}/reports/slow?seconds={REPORT_SECONDS}")

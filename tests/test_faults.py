@@ -16,25 +16,16 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
-import psycopg2
 import pytest
 from aiohttp.test_utils import TestClient
 
 from app.keys import probe_key
 from app.settings import Settings
 from scripts._sse import SseEvent, subscribe
-from tests.helpers import get_json, poll
+from tests.helpers import get_json, poll, sql
 
 ITEMS = [{"sku": "tea", "qty": 2}, {"sku": "cup", "qty": 1}]
 TRANSFER = {"from": "alice", "to": "bob", "amount": 3}
-
-
-def sql(settings: Settings, statement: str, args: object = None) -> list[tuple]:
-    with psycopg2.connect(settings.database_url, connect_timeout=5) as conn, conn.cursor() as cur:
-        cur.execute(statement, args)
-        rows = cur.fetchall() if cur.description else []
-    conn.close()
-    return rows
 
 
 async def orders_burst(client: TestClient, n: int, concurrency: int = 10) -> list[tuple[int, dict]]:
@@ -54,7 +45,7 @@ def assert_acknowledged_orders_whole(settings: Settings, results: list[tuple[int
     acknowledged = [body["order_id"] for status, body in results if status == 201]
     assert acknowledged, "no order got through at all"
     rows = sql(
-        settings,
+        settings.database_url,
         "SELECT o.id, count(i.order_id) FROM orders o LEFT JOIN order_items i ON i.order_id = o.id"
         " WHERE o.id = ANY(%s) GROUP BY o.id",
         (acknowledged,),
@@ -65,7 +56,7 @@ def assert_acknowledged_orders_whole(settings: Settings, results: list[tuple[int
         if status == 503:
             assert body["error"].startswith("database")
     (without_items,) = sql(
-        settings,
+        settings.database_url,
         "SELECT count(*) FROM orders o WHERE NOT EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.id)",
     )[0]
     assert without_items == 0
@@ -91,7 +82,7 @@ async def test_backends_terminated_mid_load(client: TestClient, settings: Settin
             await asyncio.sleep(0.1)
             await asyncio.to_thread(
                 sql,
-                settings,
+                settings.database_url,
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE usename = %s AND datname = current_database()",
                 (role,),
@@ -156,7 +147,9 @@ async def test_postgres_stopped_under_load(client: TestClient, settings: Setting
     stats = await get_json(client, "/fixed/transfers/stats")
     assert (stats["accepted"], stats["committed"], stats["lost"]) == (5, 5, 0)
     assert stats["balance_total"] == 4_000_000
-    ledger = sql(settings, "SELECT count(*) FROM ledger WHERE transfer_id::text = ANY(%s)", (accepted,))[0][0]
+    ledger = sql(
+        settings.database_url, "SELECT count(*) FROM ledger WHERE transfer_id::text = ANY(%s)", (accepted,)
+    )[0][0]
     assert ledger == 10  # each exactly once
 
 

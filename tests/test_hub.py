@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -69,7 +70,7 @@ class Relay:
                 w.close()
 
 
-def relay_for(settings: Settings, **kwargs: bool) -> Relay:
+def relay_for(settings: Settings, **kwargs: Any) -> Relay:
     url = urlsplit(settings.redis_url)
     return Relay((url.hostname or "127.0.0.1", url.port or 6379), **kwargs)
 

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from app.settings import Settings
-from tests.conftest import App, get
+from tests.helpers import ROOT, App, get
 
-ROOT = Path(__file__).resolve().parent.parent
 LOAD = [sys.executable, "-m", "scripts.load", "disconnect"]
 pytestmark = pytest.mark.slow
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from aiohttp import web
 from aiohttp.test_utils import TestClient, make_mocked_request
+from pytest_aiohttp import AiohttpClient
 
 from app import ops, tasks
 from app.factory import create_app
 from app.keys import db_key, hub_key, probe_key, redis_key, variants_key
 from app.settings import Settings, with_database
-from tests.conftest import free_port
-from tests.helpers import Callers, get_json, poll, variant_state
+from tests.helpers import Callers, free_port, get_json, poll, variant_state
 
 
 async def test_healthz_ok(client: TestClient) -> None:
@@ -19,7 +21,7 @@ async def test_healthz_ok(client: TestClient) -> None:
     assert await resp.json() == {"status": "ok", "checks": {"postgres": "ok", "redis": "ok", "hub": "ok"}}
 
 
-async def test_healthz_503_when_redis_is_unreachable(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+async def test_healthz_503_when_redis_is_unreachable(aiohttp_client: AiohttpClient, settings: Settings) -> None:
     bad = Settings(database_url=settings.database_url, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     client = await aiohttp_client(create_app(bad))
     resp = await client.get("/healthz")
@@ -30,7 +32,7 @@ async def test_healthz_503_when_redis_is_unreachable(aiohttp_client, settings: S
     assert body["checks"]["redis"].startswith("unavailable")
 
 
-async def test_healthz_503_when_postgres_is_unreachable(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+async def test_healthz_503_when_postgres_is_unreachable(aiohttp_client: AiohttpClient, settings: Settings) -> None:
     url = settings.database_url.replace(":5432/", f":{free_port()}/")
     client = await aiohttp_client(create_app(Settings(database_url=url, redis_url=settings.redis_url)))
     resp = await client.get("/healthz")
@@ -75,7 +77,7 @@ async def test_reset_empties_tables_and_ends_backends(client: TestClient) -> Non
     assert body["terminated_backends"] >= 1  # the orphan, at least
     for variant in ("broken", "fixed"):
         assert (await get_json(client, f"/{variant}/orders/stats"))["orders"] == 0
-        state = await poll(lambda v=variant: variant_state(client, v), lambda s: s["postgres"]["backends"] == 0)
+        state = await poll(partial(variant_state, client, variant), lambda s: s["postgres"]["backends"] == 0)
         assert state["postgres"]["backends"] == 0
     # and the variants work again on their new pools
     for variant in ("broken", "fixed"):

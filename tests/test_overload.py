@@ -8,24 +8,29 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from app.factory import create_app
 from app.keys import probe_key
 from app.settings import Settings
-from tests.helpers import Callers, poll
-from tests.test_shield import GOOD, sql, stats
+from tests.helpers import TRANSFER as GOOD
+from tests.helpers import Callers, poll, sql
+from tests.helpers import transfer_stats as stats
 
 ITEMS = [{"sku": "tea", "qty": 1}]
 
 
-async def served(aiohttp_client, settings: Settings, **changes: object) -> TestClient:  # type: ignore[no-untyped-def]
+async def served(aiohttp_client: AiohttpClient, settings: Settings, **changes: Any) -> TestClient:
     return await aiohttp_client(create_app(dataclasses.replace(settings, **changes)))
 
 
-async def test_transfers_beyond_capacity_are_refused_at_once(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+async def test_transfers_beyond_capacity_are_refused_at_once(
+    aiohttp_client: AiohttpClient, settings: Settings
+) -> None:
     """Capacity 2 running + 2 queued, 40 concurrent requests holding 5 s each. Before: the 503 check read the
     queue, then every request inserted and waited in ``spawn``: all 40 got 202, the last after jobs finished."""
     client = await served(aiohttp_client, settings, jobs_limit=2, jobs_pending_limit=2)
@@ -41,8 +46,8 @@ async def test_transfers_beyond_capacity_are_refused_at_once(aiohttp_client, set
 
 
 async def test_shielded_orders_are_bounded_even_when_their_clients_left(
-    aiohttp_client, settings: Settings
-) -> None:  # type: ignore[no-untyped-def]
+    aiohttp_client: AiohttpClient, settings: Settings
+) -> None:
     """3 orders in flight allowed. Their clients hang up; the writes go on (shielded) and still count: a 4th
     order is refused at once. Before: ``aiojobs.aiohttp.shield`` is not a job, nothing bounded it."""
     client = await served(aiohttp_client, settings, orders_in_flight=3)
@@ -61,10 +66,10 @@ async def test_shielded_orders_are_bounded_even_when_their_clients_left(
 
 
 async def stats_orders(client: TestClient) -> dict:
-    return await (await client.get("/fixed/orders/stats")).json()  # type: ignore[no-any-return]
+    return await (await client.get("/fixed/orders/stats")).json()
 
 
-async def test_a_busy_pool_never_fails_a_transfer(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+async def test_a_busy_pool_never_fails_a_transfer(aiohttp_client: AiohttpClient, settings: Settings) -> None:
     """2 connections, a 1 s pool timeout, 6 transfers holding theirs 1.5 s each. Before: 100 jobs raced for 2
     connections, the waiters' acquire timed out and their transfers were recorded failed."""
     client = await served(aiohttp_client, settings, pg_pool_size=2, pg_timeout=1.0, jobs_limit=100)
@@ -86,26 +91,30 @@ async def test_the_same_idempotency_key_moves_money_once(client: TestClient, set
     await client.app[probe_key].reached("fixed.committed", 1)
     other = await client.post("/fixed/transfers?hold=0", json={**GOOD, "amount": 8}, headers=headers)
     assert other.status == 400  # the same key for another transfer is a client error, not a second transfer
-    assert sql(settings, "SELECT count(*) FROM transfers WHERE variant = 'fixed'") == [(1,)]
-    assert sql(settings, "SELECT count(*) FROM ledger") == [(2,)]
+    assert sql(settings.database_url, "SELECT count(*) FROM transfers WHERE variant = 'fixed'") == [(1,)]
+    assert sql(settings.database_url, "SELECT count(*) FROM ledger") == [(2,)]
     bad = await client.post("/fixed/transfers", json=GOOD, headers={"Idempotency-Key": "x" * 201})
     assert bad.status == 400
 
 
-async def test_a_transfer_left_accepted_is_completed_by_the_sweep(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+async def test_a_transfer_left_accepted_is_completed_by_the_sweep(
+    aiohttp_client: AiohttpClient, settings: Settings
+) -> None:
     """An accept whose reply was lost (or a crash between accept and job) leaves a row accepted with nobody on
     it. Before: it waited for the next restart, when it ran although the client had retried meanwhile."""
     client = await served(aiohttp_client, settings, transfer_sweep_interval=0.5)
     await client.app[probe_key].reached("fixed.sweep", 1)  # the start-up sweep is over: this is a later one
     left = uuid.uuid4()
     sql(
-        settings,
+        settings.database_url,
         "INSERT INTO transfers (id, variant, from_account, to_account, amount)"
         " VALUES (%s, 'fixed', 'alice', 'bob', 5) RETURNING id",
         (str(left),),
     )
     await client.app[probe_key].reached("fixed.committed", 1, timeout=10)
-    assert sql(settings, "SELECT status FROM transfers WHERE id = %s", (str(left),)) == [("committed",)]
+    assert sql(settings.database_url, "SELECT status FROM transfers WHERE id = %s", (str(left),)) == [
+        ("committed",)
+    ]
     assert (await stats(client, "fixed"))["balance_total"] == 4_000_000
 
 
@@ -121,7 +130,9 @@ async def test_lone_surrogates_are_a_400_not_a_500(client: TestClient, variant: 
         assert resp.status == 400, (path, body, await resp.text())
 
 
-async def test_subscriber_admission_counts_before_the_subscription(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+async def test_subscriber_admission_counts_before_the_subscription(
+    aiohttp_client: AiohttpClient, settings: Settings
+) -> None:
     """10 concurrent streams against a limit of 3. Before: a stream was counted only once subscribed, after an
     await, so all 10 passed the check."""
     client = await served(aiohttp_client, settings, max_subscribers=3)
@@ -135,7 +146,9 @@ async def test_subscriber_admission_counts_before_the_subscription(aiohttp_clien
         assert sorted(t.result()[0] for t in callers.tasks if t.done()) == [503] * 7
 
 
-async def test_forwarded_for_is_believed_from_the_trusted_proxy_only(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+async def test_forwarded_for_is_believed_from_the_trusted_proxy_only(
+    aiohttp_client: AiohttpClient, settings: Settings
+) -> None:
     """Behind the compose proxy every client has the proxy's address: the per-client bound became global. From
     the configured proxy, X-Forwarded-For names the client; from anyone else it is ignored."""
     client = await served(aiohttp_client, settings, max_subscribers_per_client=1, trusted_proxies=("127.0.0.1",))

@@ -9,11 +9,13 @@ import json
 import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 from redis.asyncio import Redis
 
 from app import sse
@@ -22,8 +24,7 @@ from app.hub import Hub
 from app.keys import probe_key
 from app.settings import Settings
 from scripts._sse import SseEvent, SseStream, subscribe
-from tests.conftest import App
-from tests.helpers import get_json
+from tests.helpers import App, get_json
 
 POOL = 5  # both variants' Redis pools, small so exhaustion is quick to show
 
@@ -47,8 +48,9 @@ def url(client: TestClient, path: str) -> str:
 
 async def open_streams(
     session: aiohttp.ClientSession, stream_url: str, n: int
-) -> tuple[list[SseStream], list[tuple[int, dict]]]:
-    opened, refused = [], []
+) -> tuple[list[SseStream], list[tuple[int, Any]]]:
+    opened: list[SseStream] = []
+    refused: list[tuple[int, Any]] = []
     for _ in range(n):
         status, result = await subscribe(session, stream_url)
         if status == 200:
@@ -239,7 +241,7 @@ async def test_sigterm_with_open_streams(
     assert took < SHUTDOWN_TIMEOUT
 
 
-async def test_fixed_streams_send_heartbeats(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+async def test_fixed_streams_send_heartbeats(aiohttp_client: AiohttpClient, settings: Settings) -> None:
     """A quiet stream still writes a comment every ``sse_heartbeat`` seconds, so a dead client is noticed."""
     client = await aiohttp_client(create_app(dataclasses.replace(settings, sse_heartbeat=0.1)))
     async with aiohttp.ClientSession() as session:
@@ -251,7 +253,7 @@ async def test_fixed_streams_send_heartbeats(aiohttp_client, settings: Settings)
         stream.close()
 
 
-async def test_subscribers_are_bounded(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+async def test_subscribers_are_bounded(aiohttp_client: AiohttpClient, settings: Settings) -> None:
     """Per client address, then per process: beyond either bound a new stream gets 503 JSON."""
     bounded = dataclasses.replace(settings, max_subscribers=6, max_subscribers_per_client=4)
     client = await aiohttp_client(create_app(bounded))
@@ -265,7 +267,7 @@ async def test_subscribers_are_bounded(aiohttp_client, settings: Settings) -> No
     assert (await stats(client, "fixed"))["subscribers"] == 0
 
 
-async def test_subscribers_per_process_bound(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+async def test_subscribers_per_process_bound(aiohttp_client: AiohttpClient, settings: Settings) -> None:
     bounded = dataclasses.replace(settings, max_subscribers=3)
     client = await aiohttp_client(create_app(bounded))
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True)) as session:

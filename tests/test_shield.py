@@ -14,34 +14,21 @@ import psycopg2
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from app.factory import create_app
 from app.keys import probe_key
 from app.settings import Settings
-from tests.conftest import App, get
-from tests.helpers import Callers, get_json, poll, variant_state
+from scripts.toolkit import quiet, sql
+from tests.helpers import TRANSFER as GOOD
+from tests.helpers import App, Callers, get, poll, variant_state
+from tests.helpers import transfer_stats as stats
 
 TOTAL = 4 * 1_000_000  # four accounts of 1,000,000 each, per variant
-GOOD = {"from": "alice", "to": "bob", "amount": 7}
 
 
-def sql(settings: Settings, statement: str, args: object = None) -> list[tuple]:
-    with psycopg2.connect(settings.database_url) as conn, conn.cursor() as cur:
-        cur.execute(statement, args)
-        rows = cur.fetchall() if cur.description else []
-    conn.close()
-    return rows
-
-
-async def stats(client: TestClient, variant: str) -> dict:
-    return await get_json(client, f"/{variant}/transfers/stats")
-
-
-async def quiet(client: TestClient, variant: str) -> None:
-    await poll(
-        lambda: variant_state(client, variant),
-        lambda s: s["jobs"]["active"] + s["jobs"]["pending"] == 0 and s["postgres"]["pool_in_use"] == 0,
-    )
+async def wait_quiet(client: TestClient, variant: str) -> None:
+    await poll(lambda: variant_state(client, variant), quiet)
 
 
 @pytest.mark.parametrize("variant", ["broken", "fixed"])
@@ -64,12 +51,12 @@ async def test_transfers_commit_whole(client: TestClient, settings: Settings, va
         "exports_audited": 0,
     }
     [(alice,), (bob,)] = sql(
-        settings,
+        settings.database_url,
         "SELECT balance FROM accounts WHERE variant = %s AND name IN ('alice', 'bob') ORDER BY name",
         (variant,),
     )
     assert (alice, bob) == (1_000_000 - 35, 1_000_000 + 35)
-    assert sql(settings, "SELECT count(*) FROM ledger")[0][0] == 10
+    assert sql(settings.database_url, "SELECT count(*) FROM ledger")[0][0] == 10
 
 
 BAD = [
@@ -98,7 +85,9 @@ def small_scheduler_app(settings: Settings) -> web.Application:
     return create_app(dataclasses.replace(settings, jobs_limit=1, jobs_pending_limit=1))
 
 
-async def test_saturated_scheduler_answers_503(aiohttp_client, small_scheduler_app: web.Application) -> None:  # type: ignore[no-untyped-def]
+async def test_saturated_scheduler_answers_503(
+    aiohttp_client: AiohttpClient, small_scheduler_app: web.Application
+) -> None:
     client = await aiohttp_client(small_scheduler_app)
     first = await client.post("/fixed/transfers?hold=1", json=GOOD)  # runs
     second = await client.post("/fixed/transfers?hold=1", json=GOOD)  # waits in the queue
@@ -117,7 +106,7 @@ async def test_export_audit_survives_hang_up(
     client: TestClient, settings: Settings, variant: str, audited: int
 ) -> None:
     sql(
-        settings,
+        settings.database_url,
         "INSERT INTO transfers (id, variant, from_account, to_account, amount, status)"
         " SELECT gen_random_uuid(), %s, 'alice', 'bob', 1, 'committed' FROM generate_series(1, 250)",
         (variant,),
@@ -127,11 +116,11 @@ async def test_export_audit_survives_hang_up(
         callers.start("GET", f"/{variant}/export?pace=1")
         await probe.reached(f"{variant}.export_chunk", 1)  # the first 100 rows are out
     await probe.reached(f"{variant}.cancelled", 1)
-    await quiet(client, variant)
+    await wait_quiet(client, variant)
     assert (await stats(client, variant))["exports_audited"] == audited
     if audited:
         # and sending stopped at the hang-up: one chunk of 100 rows, not the 250
-        assert sql(settings, "SELECT rows_sent, completed FROM exports") == [(100, False)]
+        assert sql(settings.database_url, "SELECT rows_sent, completed FROM exports") == [(100, False)]
 
 
 async def test_export_completes_with_audit(client: TestClient) -> None:
@@ -146,14 +135,14 @@ async def test_export_completes_with_audit(client: TestClient) -> None:
 
 
 async def test_recovery_completes_left_over_transfers_exactly_once(
-    aiohttp_client,  # type: ignore[no-untyped-def]
+    aiohttp_client: AiohttpClient,
     settings: Settings,
 ) -> None:
     """A crash left one accepted transfer per variant. Two fixed processes start at once and both try to
     complete it: it commits once. broken has no recovery: its transfer stays lost."""
     for variant in ("broken", "fixed"):
         sql(
-            settings,
+            settings.database_url,
             "INSERT INTO transfers (id, variant, from_account, to_account, amount)"
             " VALUES (%s, %s, 'carol', 'dave', 50)",
             (str(uuid.uuid4()), variant),
@@ -161,9 +150,9 @@ async def test_recovery_completes_left_over_transfers_exactly_once(
     first = await aiohttp_client(create_app(settings))
     second = await aiohttp_client(create_app(settings))
     for client in (first, second):
-        await quiet(client, "fixed")
+        await wait_quiet(client, "fixed")
     assert (await stats(first, "fixed"))["committed"] == 1
-    assert sql(settings, "SELECT count(*) FROM ledger")[0][0] == 2  # one debit, one credit: once
+    assert sql(settings.database_url, "SELECT count(*) FROM ledger")[0][0] == 2  # one debit, one credit: once
     assert (await stats(first, "fixed"))["balance_total"] == TOTAL
     assert (await stats(first, "broken"))["lost"] == 1
 
@@ -237,6 +226,6 @@ async def test_fixed_hang_up_while_accepting_still_runs_the_transfer(
         blocker.commit()
         blocker.close()
     await probe.reached("fixed.committed", 5)
-    await quiet(client, "fixed")
+    await wait_quiet(client, "fixed")
     figures = await stats(client, "fixed")
     assert (figures["accepted"], figures["committed"], figures["lost"]) == (5, 5, 0)

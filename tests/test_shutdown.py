@@ -16,8 +16,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
-from tests.conftest import App, get
-from tests.helpers import poll
+from tests.helpers import App, get, poll
 
 PAYLOAD = "x" * 60_000
 

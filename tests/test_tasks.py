@@ -14,7 +14,8 @@ from app import cancelmap, tasks
 from app.keys import loads_key, probe_key, variants_key
 from app.settings import Settings
 from scripts import _plumbing
-from tests.test_shield import GOOD, sql
+from tests.helpers import TRANSFER as GOOD
+from tests.helpers import sql
 
 
 async def stubborn(lost: int, ended: list[str]) -> None:
@@ -43,7 +44,7 @@ async def test_stop_gives_up_after_its_bound_and_says_so(caplog: pytest.LogCaptu
     await asyncio.sleep(0)
     assert not await tasks.stop(task, timeout=0.2, recancel_every=0.05)
     assert "did not stop within" in caplog.text
-    task.get_coro().close()  # type: ignore[union-attr]  # end the test's own stubborn task
+    task.get_coro().close()  # end the test's own stubborn task
 
 
 async def test_stop_lets_the_callers_cancellation_through() -> None:
@@ -99,4 +100,4 @@ async def test_a_failing_root_cleanup_does_not_skip_the_fixed_drain(
     await app[probe_key].reached("fixed.transfer", 1)  # inside its transaction
     assert app[variants_key]["fixed"] is not None
     await client.close()  # shutdown + clean-up, as at SIGTERM
-    assert sql(settings, "SELECT status FROM transfers WHERE variant = 'fixed'") == [("committed",)]
+    assert sql(settings.database_url, "SELECT status FROM transfers WHERE variant = 'fixed'") == [("committed",)]

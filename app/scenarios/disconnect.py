@@ -18,13 +18,14 @@ import aiojobs.aiohttp
 from aiohttp import web
 from aiopg import Cursor
 
-from .. import validation
+from .. import openapi, resources, validation
 from ..admission import protected
 from ..db import checked, fetch_one
 from ..keys import admin_db_key, db_key, gates_key, long_reads_key, probe_key, variant_key
-from ._common import count_failure
+from ..scenario import Card, Figure, Load, Route, Scenario, shared
+from ..state import VariantState
+from ._common import count_failure, refused
 
-RESET_SQL = "TRUNCATE orders, order_items RESTART IDENTITY"
 REPORT_SQL = "SELECT pg_sleep(%s), count(*) FROM orders WHERE variant = %s"
 
 
@@ -157,13 +158,74 @@ async def _write_order_in_transaction(request: web.Request, order: validation.Or
         return await _write_order(request, cur, order, hold)
 
 
-def setup(app: web.Application, variant: str) -> None:
-    create_order = {"broken": broken_create_order, "fixed": fixed_create_order}[variant]
-    slow_report = {"broken": broken_slow_report, "fixed": fixed_slow_report}[variant]
-    app.add_routes(
-        [
-            web.post("/orders", create_order),
-            web.get("/orders/stats", order_stats),
-            web.get("/reports/slow", slow_report),
-        ]
-    )
+ORDER_BODY = {
+    "type": "object",
+    "required": ["customer", "items"],
+    "properties": {
+        "customer": openapi.TEXT,
+        "items": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 100,
+            "items": {
+                "type": "object",
+                "required": ["sku", "qty"],
+                "properties": {"sku": openapi.TEXT, "qty": {"type": "integer", "minimum": 1, "maximum": 10000}},
+            },
+        },
+    },
+}
+
+
+def _failures(v: VariantState) -> int:
+    return (v["invariants"]["orders_without_items"] or 0) + refused(v, "disconnect")
+
+
+SCENARIO = Scenario(
+    name="disconnect",
+    title="Client hangs up mid-transaction",
+    module=__name__,
+    routes=(
+        Route(
+            "POST",
+            "/orders",
+            broken_create_order,
+            fixed_create_order,
+            openapi.operation(
+                "created",
+                "201",
+                params=[openapi.seconds("hold", 5, 0.2)],
+                requestBody=openapi.json_body(ORDER_BODY),
+            ),
+        ),
+        shared("GET", "/orders/stats", order_stats, openapi.operation("order stats")),
+        Route(
+            "GET",
+            "/reports/slow",
+            broken_slow_report,
+            fixed_slow_report,
+            openapi.operation("report", params=[openapi.seconds("seconds", 30, 1)]),
+        ),
+    ),
+    # The order's unit of work is shielded by the scheduler, which closes (waiting for it) before the pool.
+    contexts=lambda variant: (resources.postgres, resources.jobs),
+    reset_sql="TRUNCATE orders, order_items RESTART IDENTITY",
+    card=Card(
+        failures=_failures,
+        failures_label="orders without items + refused requests",
+        figures=(
+            Figure("orders without items", lambda v: v["invariants"]["orders_without_items"]),
+            Figure("requests refused (5xx)", lambda v: refused(v, "disconnect")),
+            Figure(
+                "server backends / limit",
+                lambda v: f"{v['postgres']['backends']} / {v['postgres']['role_connection_limit']}",
+            ),
+            Figure("pool in use / max", lambda v: f"{v['postgres']['pool_in_use']} / {v['postgres']['pool_max']}"),
+            Figure("handlers cancelled", lambda v: v["handlers_cancelled"]),
+        ),
+        spark=lambda v: v["postgres"]["backends"] or 0,
+        spark_label="server backends",
+    ),
+    load=Load(requests=400),
+    targets=("orders", "reports"),
+)

@@ -16,13 +16,14 @@ from contextlib import AbstractContextManager
 
 from aiohttp import web
 
-from .. import sse, validation
+from .. import openapi, resources, sse, validation
 from ..clients import client_address
 from ..errors import BadRequest, ServiceUnavailable
 from ..hub import Hub, hub_client
 from ..keys import hub_key, redis_key, settings_key, streams_key, variant_key
-
-RESET_SQL = None  # nothing in Postgres; /api/reset gives the Redis pools back
+from ..scenario import Card, Figure, Load, Route, Scenario, shared
+from ..settings import Variant
+from ._common import refused
 
 
 async def broken_events(request: web.Request) -> web.StreamResponse:
@@ -76,8 +77,8 @@ def figures(app: web.Application) -> dict[str, int]:
     clients = [app[redis_key].client, *([app[hub_key].redis] if hub_key in app else [])]
     return {
         "subscribers": len(app[streams_key]),
-        "redis_connections_in_use": sum(len(c.connection_pool._in_use_connections) for c in clients),  # type: ignore[attr-defined]
-        "redis_max_connections": app[redis_key].client.connection_pool.max_connections,  # type: ignore[attr-defined]
+        "redis_connections_in_use": sum(len(c.connection_pool._in_use_connections) for c in clients),
+        "redis_max_connections": app[redis_key].client.connection_pool.max_connections,
     }
 
 
@@ -126,14 +127,55 @@ async def _wake_streams(app: web.Application) -> None:
     app[hub_key].shutdown()
 
 
-def setup(app: web.Application, variant: str) -> None:
-    app.add_routes(
-        [
-            web.get("/events/stats", event_stats),  # before /events/{channel}, which would match it too
-            web.post("/events/{channel}", publish),
-            web.get("/events/{channel}", {"broken": broken_events, "fixed": fixed_events}[variant]),
-        ]
-    )
+def _setup(app: web.Application, variant: Variant) -> None:
     if variant == "fixed":
-        app.cleanup_ctx.append(hub_ctx)
         app.on_shutdown.append(_wake_streams)
+
+
+PUBLISH_BODY = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {**openapi.TEXT, "maxLength": 65536}},
+}
+
+SCENARIO = Scenario(
+    name="pubsub",
+    title="Redis subscriptions eat the pool",
+    module=__name__,
+    routes=(
+        shared("GET", "/events/stats", event_stats, openapi.operation("stream stats")),  # before /events/{channel}
+        shared(
+            "POST",
+            "/events/{channel}",
+            publish,
+            openapi.operation(
+                "published", "202", params=[openapi.CHANNEL], requestBody=openapi.json_body(PUBLISH_BODY)
+            ),
+        ),
+        Route(
+            "GET",
+            "/events/{channel}",
+            broken_events,
+            fixed_events,
+            openapi.operation("text/event-stream", params=[openapi.CHANNEL]),
+        ),
+    ),
+    contexts=lambda variant: (resources.redis, hub_ctx) if variant == "fixed" else (resources.redis,),
+    setup=_setup,
+    card=Card(
+        failures=lambda v: refused(v, "pubsub"),
+        failures_label="refused subscribers and publishes",
+        figures=(
+            Figure("live subscribers", lambda v: v["subscribers"]),
+            Figure(
+                "Redis connections in use / max",
+                lambda v: f"{v['redis']['connections_in_use']} / {v['redis']['max_connections']}",
+            ),
+            Figure("requests refused (5xx)", lambda v: refused(v, "pubsub")),
+            Figure("messages dropped (slow clients)", lambda v: v["invariants"]["messages_dropped"]),
+        ),
+        spark=lambda v: v["redis"]["connections_in_use"],
+        spark_label="Redis connections in use",
+    ),
+    load=Load(requests=200),
+)

@@ -17,7 +17,6 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import aiojobs
 import aiojobs.aiohttp
@@ -25,7 +24,7 @@ import aiopg
 import psycopg2
 from aiohttp import web
 
-from .. import tasks, validation
+from .. import openapi, resources, tasks, validation
 from ..admission import Pass, protected
 from ..db import connection_lost, fetch_all, fetch_one
 from ..errors import BadRequest
@@ -40,14 +39,16 @@ from ..keys import (
     sweep_key,
     variant_key,
 )
-from ._common import count_failure
+from ..scenario import Card, Figure, Load, Route, Scenario, shared
+from ..settings import Variant
+from ..state import VariantState
+from ._common import count_failure, refused
 
 log = logging.getLogger("app.shield")
 
 ACCOUNTS = ("alice", "bob", "carol", "dave")
 INITIAL_BALANCE = 1_000_000
 RETRY_SECONDS = 60.0  # how long a transfer waits out an unreachable database before it is recorded failed
-RESET_SQL = f"TRUNCATE ledger, exports, transfers; UPDATE accounts SET balance = {INITIAL_BALANCE}"
 
 
 async def broken_create_transfer(request: web.Request) -> web.Response:
@@ -377,21 +378,71 @@ async def _stop_sweep(app: web.Application) -> None:
     await tasks.stop(app[sweep_key])  # at shutdown, before the scheduler drains
 
 
-def log_job_error(scheduler: aiojobs.Scheduler, context: dict[str, Any]) -> None:
-    """The scheduler's exception handler. Every job is a transfer wrapped in ``protected``, which has logged
-    and counted the failure already (and ``_run_transfer`` recorded it): nothing to add but a trace."""
-    log.debug("job failed: %s", context.get("message"))
+TRANSFER_BODY = {
+    "type": "object",
+    "required": ["from", "to", "amount"],
+    "properties": {
+        "from": {"enum": list(ACCOUNTS)},
+        "to": {"enum": list(ACCOUNTS)},
+        "amount": {"type": "integer", "minimum": 1, "maximum": 1000000},
+    },
+}
 
 
-def setup(app: web.Application, variant: str) -> None:
-    app.add_routes(
-        [
-            web.post("/transfers", {"broken": broken_create_transfer, "fixed": fixed_create_transfer}[variant]),
-            web.get("/transfers/stats", transfer_stats),
-            web.get("/export", {"broken": broken_export, "fixed": fixed_export}[variant]),
-        ]
-    )
+def _setup(app: web.Application, variant: Variant) -> None:
     if variant == "fixed":
         app[in_hand_key] = set()
         app.on_startup.append(_start_sweep)  # after the cleanup contexts: the scheduler exists by then
         app.on_shutdown.append(_stop_sweep)
+
+
+def _lost(v: VariantState) -> int:
+    """Transfers not committed beyond those the scheduler still holds (those are on their way, not lost)."""
+    return max(0, (v["invariants"]["transfers_lost"] or 0) - v["jobs"]["active"] - v["jobs"]["pending"])
+
+
+SCENARIO = Scenario(
+    name="shield",
+    title="Work that must outlive the request",
+    module=__name__,
+    routes=(
+        Route(
+            "POST",
+            "/transfers",
+            broken_create_transfer,
+            fixed_create_transfer,
+            openapi.operation(
+                "accepted",
+                "202",
+                params=[openapi.seconds("hold", 5, 0.2)],
+                requestBody=openapi.json_body(TRANSFER_BODY),
+            ),
+        ),
+        shared("GET", "/transfers/stats", transfer_stats, openapi.operation("transfer stats")),
+        Route(
+            "GET",
+            "/export",
+            broken_export,
+            fixed_export,
+            openapi.operation("CSV", params=[openapi.seconds("pace", 1, 0)]),
+        ),
+    ),
+    # The order is half of the fix: contexts close in reverse, so the scheduler, listed after the pool, closes
+    # first; its graceful close finishes the accepted transfers while the pool they write through is still open.
+    contexts=lambda variant: (resources.postgres, resources.jobs),
+    setup=_setup,
+    reset_sql=f"TRUNCATE ledger, exports, transfers; UPDATE accounts SET balance = {INITIAL_BALANCE}",
+    card=Card(
+        failures=_lost,
+        failures_label="accepted transfers lost",
+        figures=(
+            Figure("transfers not committed", lambda v: v["invariants"]["transfers_lost"]),
+            Figure("aiojobs active / pending", lambda v: f"{v['jobs']['active']} / {v['jobs']['pending']}"),
+            Figure("requests refused (5xx)", lambda v: refused(v, "shield")),
+        ),
+        spark=lambda v: v["invariants"]["transfers_lost"] or 0,
+        spark_label="transfers not committed",
+    ),
+    load=Load(requests=200, dashboard_args=("--spawn-app",)),
+    targets=("transfers", "export"),
+)

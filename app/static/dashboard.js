@@ -1,51 +1,12 @@
 // The live dashboard: figures over Server-Sent Events (/api/state/stream), loads and reset over POST.
 "use strict";
 
-const SCENARIOS = {
-  disconnect: {
-    failures: (v) => (v.invariants.orders_without_items || 0) + refused(v, "disconnect"),
-    failuresLabel: "orders without items + refused requests",
-    rows: (v) => [
-      ["orders without items", v.invariants.orders_without_items],
-      ["requests refused (5xx)", refused(v, "disconnect")],
-      ["server backends", `${v.postgres.backends ?? "?"} / limit ${v.postgres.role_connection_limit ?? "?"}`],
-      ["pool in use", `${v.postgres.pool_in_use} / ${v.postgres.pool_max}`],
-      ["handlers cancelled", v.handlers_cancelled],
-    ],
-    spark: (v) => v.postgres.backends || 0,
-    sparkLabel: "backends",
-  },
-  pubsub: {
-    failures: (v) => refused(v, "pubsub"),
-    failuresLabel: "refused subscribers and publishes",
-    rows: (v) => [
-      ["live subscribers", v.subscribers],
-      ["Redis connections in use", `${v.redis.connections_in_use} / ${v.redis.max_connections}`],
-      ["messages dropped (slow clients)", v.invariants.messages_dropped],
-    ],
-    spark: (v) => v.redis.connections_in_use,
-    sparkLabel: "Redis connections",
-  },
-  shield: {
-    failures: (v) => (v.invariants.transfers_lost || 0) - v.jobs.active - v.jobs.pending > 0
-      ? (v.invariants.transfers_lost || 0) - v.jobs.active - v.jobs.pending : 0,
-    failuresLabel: "accepted transfers lost",
-    rows: (v) => [
-      ["transfers not committed", v.invariants.transfers_lost],
-      ["aiojobs active / pending", `${v.jobs.active} / ${v.jobs.pending}`],
-      ["requests refused (5xx)", refused(v, "shield")],
-    ],
-    spark: (v) => v.invariants.transfers_lost || 0,
-    sparkLabel: "not committed",
-  },
-};
+// What the page shows comes from the server (GET /api/scenarios: the registry in app/scenarios/__init__.py), and
+// each scenario's figures arrive ready to show in every snapshot (snapshot.cards): nothing here names a scenario.
+let SCENARIOS = [];
+let VARIANTS = [];
 const HISTORY = 120; // points: one minute at two snapshots a second
 const history = {};
-
-function refused(v, scenario) {
-  const r = (v.requests || {})[scenario] || {};
-  return r["5xx"] || 0;
-}
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -57,37 +18,43 @@ function el(tag, attrs = {}, ...children) {
 }
 
 function buildColumns() {
-  for (const [name, spec] of Object.entries(SCENARIOS)) {
-    for (const col of document.querySelectorAll(`#${name} .col`)) {
-      const variant = col.dataset.variant;
-      const button = el("button", { "data-testid": `load-${name}-${variant}` }, "Run load");
-      button.addEventListener("click", () => startLoad(name, variant));
+  const before = document.getElementById("load");
+  SCENARIOS.forEach((spec, i) => {
+    const columns = el("div", { class: "columns" });
+    const title = el("h2", {}, `${i + 1} · ${spec.title} `);
+    if (spec.load) title.append(el("code", {}, `make load-${spec.name}`), " ");
+    title.append(el("span", { class: "source" }, spec.source));
+    before.before(el("section", { class: "scenario", id: spec.name }, title, columns));
+    for (const variant of VARIANTS) {
+      const col = el("div", { class: `col ${variant}`, "data-variant": variant });
+      const button = el("button", { "data-testid": `load-${spec.name}-${variant}` }, "Run load");
+      button.addEventListener("click", () => startLoad(spec.name, variant));
       col.append(
         el("h3", {}, variant, button),
-        el("div", { class: "failures", "data-testid": `failures-${name}-${variant}` }, "–"),
+        el("div", { class: "failures", "data-testid": `failures-${spec.name}-${variant}` }, "–"),
         el("dl"),
-        el("canvas", { width: 600, height: 46, title: spec.sparkLabel }),
+        el("canvas", { width: 600, height: 46, title: spec.spark_label }),
       );
-      history[`${name}-${variant}`] = [];
+      columns.append(col);
+      history[`${spec.name}-${variant}`] = [];
     }
-  }
+  });
 }
 
 function render(snapshot) {
-  for (const [name, spec] of Object.entries(SCENARIOS)) {
-    for (const col of document.querySelectorAll(`#${name} .col`)) {
-      const v = snapshot.variants[col.dataset.variant];
-      if (!v) continue;
-      const failures = spec.failures(v);
+  for (const spec of SCENARIOS) {
+    for (const col of document.querySelectorAll(`#${spec.name} .col`)) {
+      const card = (snapshot.cards[spec.name] || {})[col.dataset.variant];
+      if (!card) continue;
       const box = col.querySelector(".failures");
-      box.className = `failures ${failures ? "nonzero" : "zero"}`;
-      box.replaceChildren(String(failures), el("small", {}, spec.failuresLabel));
-      col.classList.toggle("failing", col.dataset.variant === "broken" && failures > 0);
-      col.classList.toggle("holding", col.dataset.variant === "fixed" && failures === 0);
+      box.className = `failures ${card.failures ? "nonzero" : "zero"}`;
+      box.replaceChildren(String(card.failures), el("small", {}, spec.failures_label));
+      col.classList.toggle("failing", col.dataset.variant === "broken" && card.failures > 0);
+      col.classList.toggle("holding", col.dataset.variant === "fixed" && card.failures === 0);
       const dl = col.querySelector("dl");
-      dl.replaceChildren(...spec.rows(v).flatMap(([k, val]) => [el("dt", {}, k), el("dd", {}, String(val ?? "?"))]));
-      const points = history[`${name}-${col.dataset.variant}`];
-      points.push(spec.spark(v));
+      dl.replaceChildren(...card.figures.flatMap(([k, val]) => [el("dt", {}, k), el("dd", {}, val)]));
+      const points = history[`${spec.name}-${col.dataset.variant}`];
+      points.push(card.spark);
       if (points.length > HISTORY) points.shift();
       spark(col.querySelector("canvas"), points, col.dataset.variant === "broken" ? "#ff5c5c" : "#3ddc84");
     }
@@ -146,13 +113,12 @@ async function pollLoad() {
   }
 }
 
-async function buildGallery() {
-  const list = await (await fetch("/fixed/pitfalls")).json();
+function buildGallery(pitfalls) {
   const body = document.querySelector("#pitfalls tbody");
-  for (const [name, line] of Object.entries(list)) {
+  for (const { name, summary, source } of pitfalls) {
     const cells = {};
-    const row = el("tr", {}, el("td", {}, el("code", {}, name)));
-    for (const variant of ["broken", "fixed"]) {
+    const row = el("tr", {}, el("td", {}, el("code", { title: source }, name)));
+    for (const variant of VARIANTS) {
       const button = el("button", { "data-testid": `pitfall-${name}-${variant}` }, variant);
       cells[variant] = el("td", { class: "result" }, "");
       button.addEventListener("click", async () => {
@@ -163,8 +129,8 @@ async function buildGallery() {
       });
       row.append(el("td", {}, button));
     }
-    row.append(cells.broken, cells.fixed);
-    row.title = line;
+    row.append(...VARIANTS.map((variant) => cells[variant]));
+    row.title = summary;
     body.append(row);
   }
 }
@@ -175,10 +141,16 @@ document.getElementById("reset").addEventListener("click", async () => {
   for (const points of Object.values(history)) points.length = 0;
 });
 
-buildColumns();
-connect();
-pollLoad();
-buildGallery();
+async function start() {
+  const described = await (await fetch("/api/scenarios")).json();
+  [SCENARIOS, VARIANTS] = [described.scenarios, described.variants];
+  buildColumns();
+  buildGallery(described.pitfalls);
+  connect();
+  pollLoad();
+}
+
+start();
 
 // --- The cancellation map: one target explored by scripts.explore, points marked on the source ---------
 
@@ -215,7 +187,7 @@ async function pollMap() {
 
 function renderMap(status) {
   const detail = document.getElementById("map-detail");
-  for (const variant of ["broken", "fixed"]) {
+  for (const variant of VARIANTS) {
     const col = document.getElementById(`map-${variant}`);
     const map = status.maps.find((m) => m.variant === variant && m.target === status.target);
     if (!map) { col.replaceChildren(el("h3", {}, el("span", {}, variant), el("span", {}, "—"))); continue; }

@@ -1,21 +1,21 @@
-"""The cancellation gallery: the smaller asyncio traps, one module per pitfall, each with ``broken`` and
-``fixed`` coroutines side by side. ``GET /{variant}/pitfalls/{name}`` runs one and answers what happened.
+"""The cancellation gallery: the smaller asyncio traps, one module per pitfall, each with its broken and fixed
+code side by side and ``PITFALL = Pitfall(...)`` at its end. ``GET /{variant}/pitfalls/{name}`` runs one and
+answers what happened.
 
-Every pitfall returns a dict with ``trap`` (did the trap spring?) and ``summary`` (one sentence), plus the
-figures that show it. Each run is bounded: a few seconds at most.
+Every pitfall's ``measure`` returns a dict with ``trap`` (did the trap spring?) and ``summary`` (one sentence),
+plus the figures that show it. Each run is bounded: a few seconds at most.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
-from types import ModuleType
-from typing import Any
 
 from aiohttp import web
 
+from ... import openapi
 from ...errors import json_error
 from ...keys import variant_key
+from ...scenario import Pitfall, Scenario, server_url, shared
 from . import (
     blocking_call,
     gather_orphans,
@@ -27,37 +27,52 @@ from . import (
     wait_for_race,
 )
 
-RESET_SQL = None
-PITFALLS: dict[str, ModuleType] = {
-    "swallowed-cancel": swallowed_cancel,
-    "wait-for-race": wait_for_race,
-    "unawaited-cancel": unawaited_cancel,
-    "slow-cleanup-timeout": slow_cleanup_timeout,
-    "gather-orphans": gather_orphans,
-    "self-cancel": self_cancel,
-    "hidden-coroutine": hidden_coroutine,
-    "blocking-call": blocking_call,
+PITFALLS: dict[str, Pitfall] = {
+    module.PITFALL.name: module.PITFALL
+    for module in (
+        swallowed_cancel,
+        wait_for_race,
+        unawaited_cancel,
+        slow_cleanup_timeout,
+        gather_orphans,
+        self_cancel,
+        hidden_coroutine,
+        blocking_call,
+    )
 }
-
-Pitfall = Callable[[web.Request], Awaitable[dict[str, Any]]]
 
 
 async def run_pitfall(request: web.Request) -> web.Response:
     name, variant = request.match_info["name"], request.app[variant_key]
-    module = PITFALLS.get(name)
-    if module is None:
+    pitfall = PITFALLS.get(name)
+    if pitfall is None:
         return json_error(404, f"no pitfall {name!r}; there are: {', '.join(PITFALLS)}")
-    pitfall: Pitfall = getattr(module, variant)
-    result = await pitfall(request)
+    server_url.set(_own_url(request))
+    result = await pitfall.run(variant)
     python = ".".join(map(str, sys.version_info[:3]))
     return web.json_response({"pitfall": name, "variant": variant, "python": python, **result})
 
 
 async def list_pitfalls(request: web.Request) -> web.Response:
-    return web.json_response(
-        {name: (module.__doc__ or "").strip().splitlines()[0] for name, module in PITFALLS.items()}
-    )
+    return web.json_response({name: pitfall.summary for name, pitfall in PITFALLS.items()})
 
 
-def setup(app: web.Application, variant: str) -> None:
-    app.add_routes([web.get("/pitfalls", list_pitfalls), web.get("/pitfalls/{name}", run_pitfall)])
+def _own_url(request: web.Request) -> str:
+    """This server's own address: the socket the request came in on (a wildcard bind means loopback)."""
+    assert request.transport is not None
+    host, port = request.transport.get_extra_info("sockname")[:2]
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+
+SCENARIO = Scenario(
+    name="cancellation",
+    title="Cancellation gallery",
+    module=__name__,
+    routes=(
+        shared("GET", "/pitfalls", list_pitfalls, openapi.operation("the gallery")),
+        shared("GET", "/pitfalls/{name}", run_pitfall, openapi.operation("what happened", params=[NAME])),
+    ),
+)

@@ -11,9 +11,8 @@ import time
 import urllib.request
 from typing import Any
 
-from aiohttp import web
-
 from ... import tasks
+from ...scenario import Pitfall, server_url
 
 BLOCK = 0.5
 
@@ -23,24 +22,16 @@ def _slow_sync_call() -> None:
 
 
 async def broken_step() -> None:
+    """The loop is blocked 0.5 s: a concurrent /healthz waits the whole time, and so does everything else."""
     _slow_sync_call()
 
 
 async def fixed_step() -> None:
+    """The call runs in a thread: the loop keeps serving; /healthz answers in milliseconds."""
     await asyncio.get_running_loop().run_in_executor(None, _slow_sync_call)
 
 
-async def broken(request: web.Request) -> dict[str, Any]:
-    """The loop is blocked 0.5 s: a concurrent /healthz waits the whole time, and so does everything else."""
-    return await _run(request, broken_step)
-
-
-async def fixed(request: web.Request) -> dict[str, Any]:
-    """The call runs in a thread: the loop keeps serving; /healthz answers in milliseconds."""
-    return await _run(request, fixed_step)
-
-
-async def _run(request: web.Request, step: Any) -> dict[str, Any]:
+async def measure(step: Any) -> dict[str, Any]:
     """While ``step`` runs: a ticker measures the longest stall of the loop, and a real /healthz request to
     this same server, sent from a thread (it does not need the loop to send), measures what a client sees.
     The ticker is stopped however the run ends (a hang-up included), and the probe goes to the address the
@@ -60,7 +51,7 @@ async def _run(request: web.Request, step: Any) -> dict[str, Any]:
     tick = asyncio.create_task(ticker(), name="blocking-call-ticker")
     try:
         await ticking.wait()
-        probe = asyncio.get_running_loop().run_in_executor(None, _healthz_latency, _own_url(request, "/healthz"))
+        probe = asyncio.get_running_loop().run_in_executor(None, _healthz_latency, server_url.get() + "/healthz")
         await step()
         latency = await probe
         await asyncio.sleep(0.05)  # the ticker's next turn records the stall, if there was one
@@ -77,16 +68,11 @@ async def _run(request: web.Request, step: Any) -> dict[str, Any]:
     }
 
 
-def _own_url(request: web.Request, path: str) -> str:
-    """This server's own address: the socket the request came in on (a wildcard bind means loopback)."""
-    assert request.transport is not None
-    host, port = request.transport.get_extra_info("sockname")[:2]
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}{path}"
-
-
 def _healthz_latency(url: str) -> float:
     started = time.monotonic()
     with urllib.request.urlopen(url, timeout=10) as resp:
         resp.read()
     return time.monotonic() - started
+
+
+PITFALL = Pitfall("blocking-call", broken_step, fixed_step, measure)

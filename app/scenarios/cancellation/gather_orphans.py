@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiohttp import web
+from ...scenario import Pitfall
 
 SIBLINGS = 3
 
@@ -25,6 +25,7 @@ async def _sibling(done: list[int], i: int) -> None:
 
 
 async def broken_fan_out(done: list[int]) -> list[asyncio.Task[None]]:
+    """gather raised; the three siblings are still running, and their writes land afterwards."""
     siblings = [asyncio.create_task(_sibling(done, i)) for i in range(SIBLINGS)]
     try:
         await asyncio.gather(_fails(), *siblings)
@@ -34,6 +35,7 @@ async def broken_fan_out(done: list[int]) -> list[asyncio.Task[None]]:
 
 
 async def fixed_fan_out(done: list[int]) -> list[asyncio.Task[None]]:
+    """TaskGroup cancelled the siblings and waited for them: nothing runs after the failure."""
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(_fails())
@@ -43,17 +45,7 @@ async def fixed_fan_out(done: list[int]) -> list[asyncio.Task[None]]:
     return siblings
 
 
-async def broken(request: web.Request) -> dict[str, Any]:
-    """gather raised; the three siblings are still running, and their writes land afterwards."""
-    return await _run(broken_fan_out)
-
-
-async def fixed(request: web.Request) -> dict[str, Any]:
-    """TaskGroup cancelled the siblings and waited for them: nothing runs after the failure."""
-    return await _run(fixed_fan_out)
-
-
-async def _run(fan_out: Any) -> dict[str, Any]:
+async def measure(fan_out: Any) -> dict[str, Any]:
     done: list[int] = []
     siblings = await fan_out(done)
     running_after = sum(not t.done() for t in siblings)
@@ -65,3 +57,6 @@ async def _run(fan_out: Any) -> dict[str, Any]:
         "running_after_failure": running_after,
         "writes_after_failure": len(done),
     }
+
+
+PITFALL = Pitfall("gather-orphans", broken_fan_out, fixed_fan_out, measure)

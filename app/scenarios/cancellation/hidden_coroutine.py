@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
+from ...scenario import Pitfall
 
 
 async def _save(done: list[str], name: str) -> None:
@@ -45,6 +45,7 @@ def _callbacks(done: list[str]) -> dict[str, Callable[[], Any]]:
 
 
 async def broken_dispatch(callback: Callable[[], Any]) -> None:
+    """Detection by iscoroutinefunction: three of the four callbacks are called and never awaited."""
     if inspect.iscoroutinefunction(callback):
         await callback()
     else:
@@ -52,22 +53,13 @@ async def broken_dispatch(callback: Callable[[], Any]) -> None:
 
 
 async def fixed_dispatch(callback: Callable[[], Any]) -> None:
+    """Call, then await whatever is awaitable: all four run."""
     result = callback()
     if inspect.isawaitable(result):
         await result
 
 
-async def broken(request: web.Request) -> dict[str, Any]:
-    """Detection by iscoroutinefunction: three of the four callbacks are called and never awaited."""
-    return await _run(broken_dispatch)
-
-
-async def fixed(request: web.Request) -> dict[str, Any]:
-    """Call, then await whatever is awaitable: all four run."""
-    return await _run(fixed_dispatch)
-
-
-async def _run(dispatch: Any) -> dict[str, Any]:
+async def measure(dispatch: Any) -> dict[str, Any]:
     done: list[str] = []
     callbacks = _callbacks(done)
     with warnings.catch_warnings(record=True) as caught:
@@ -84,3 +76,6 @@ async def _run(dispatch: Any) -> dict[str, Any]:
         "missed": missed,
         "never_awaited_warnings": never_awaited,
     }
+
+
+PITFALL = Pitfall("hidden-coroutine", broken_dispatch, fixed_dispatch, measure)

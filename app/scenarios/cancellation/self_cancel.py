@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiohttp import web
+from ...scenario import Pitfall
 
 
 async def broken_job(writes: list[str], *, stop: bool) -> None:
+    """The write after cancel() happens: cancelling yourself is a request, not a stop."""
     writes.append("before the stop")
     if stop:
         asyncio.current_task().cancel()  # type: ignore[union-attr]  # "stop this task here"
@@ -22,6 +23,7 @@ async def broken_job(writes: list[str], *, stop: bool) -> None:
 
 
 async def fixed_job(writes: list[str], *, stop: bool) -> None:
+    """Returning stops the job at once: nothing is written."""
     writes.append("before the stop")
     if stop:
         return  # stop here, really
@@ -30,17 +32,7 @@ async def fixed_job(writes: list[str], *, stop: bool) -> None:
     writes.append("later")
 
 
-async def broken(request: web.Request) -> dict[str, Any]:
-    """The write after cancel() happens: cancelling yourself is a request, not a stop."""
-    return await _run(broken_job)
-
-
-async def fixed(request: web.Request) -> dict[str, Any]:
-    """Returning stops the job at once: nothing is written."""
-    return await _run(fixed_job)
-
-
-async def _run(job: Any) -> dict[str, Any]:
+async def measure(job: Any) -> dict[str, Any]:
     """The job decides to stop after its first write; anything written after that is the trap."""
     writes: list[str] = []
     task = asyncio.create_task(job(writes, stop=True))
@@ -57,3 +49,6 @@ async def _run(job: Any) -> dict[str, Any]:
         "writes_after_stop": after,
         "outcome": outcome,
     }
+
+
+PITFALL = Pitfall("self-cancel", broken_job, fixed_job, measure)

@@ -12,7 +12,7 @@ import contextlib
 import time
 from typing import Any
 
-from aiohttp import web
+from ...scenario import Pitfall
 
 TIMEOUT = 0.5
 CLEANUP = 1.0  # what the cleanup would take
@@ -20,6 +20,7 @@ CLEANUP_BOUND = 0.1  # what the fixed variant allows it
 
 
 async def broken_work(log: list[str]) -> None:
+    """The caller asked for 0.5 s and waits 1.5 s: the timeout waits for the whole cleanup."""
     try:
         await asyncio.sleep(3600)
     finally:
@@ -28,6 +29,7 @@ async def broken_work(log: list[str]) -> None:
 
 
 async def fixed_work(log: list[str]) -> None:
+    """The cleanup has its own 0.1 s bound: the caller gets control back at 0.6 s, as documented."""
     try:
         await asyncio.sleep(3600)
     finally:
@@ -37,17 +39,7 @@ async def fixed_work(log: list[str]) -> None:
                 log.append("cleanup finished")
 
 
-async def broken(request: web.Request) -> dict[str, Any]:
-    """The caller asked for 0.5 s and waits 1.5 s: the timeout waits for the whole cleanup."""
-    return await _run(broken_work)
-
-
-async def fixed(request: web.Request) -> dict[str, Any]:
-    """The cleanup has its own 0.1 s bound: the caller gets control back at 0.6 s, as documented."""
-    return await _run(fixed_work)
-
-
-async def _run(work: Any) -> dict[str, Any]:
+async def measure(work: Any) -> dict[str, Any]:
     log: list[str] = []
     started = time.monotonic()
     with contextlib.suppress(TimeoutError):
@@ -62,3 +54,6 @@ async def _run(work: Any) -> dict[str, Any]:
         "cleanup_finished": "cleanup finished" in log,
         "caller_can_expect_s": TIMEOUT + CLEANUP_BOUND,
     }
+
+
+PITFALL = Pitfall("slow-cleanup-timeout", broken_work, fixed_work, measure)

@@ -10,13 +10,14 @@ import asyncio
 import time
 from typing import Any
 
-from aiohttp import web
+from ...scenario import Pitfall
 
 TIMEOUT = 0.1
 WORK_STEPS = 10  # each 0.05 s: the work would take 0.5 s uncancelled
 
 
 async def broken_work(steps: list[int]) -> None:
+    """The work runs on through its cancellation: the 0.1 s timeout neither stops it nor raises."""
     for i in range(WORK_STEPS):
         try:
             await asyncio.sleep(0.05)
@@ -26,6 +27,7 @@ async def broken_work(steps: list[int]) -> None:
 
 
 async def fixed_work(steps: list[int]) -> None:
+    """The cancellation propagates: the timeout stops the work at 0.1 s and raises TimeoutError."""
     for i in range(WORK_STEPS):
         try:
             await asyncio.sleep(0.05)
@@ -34,17 +36,7 @@ async def fixed_work(steps: list[int]) -> None:
         steps.append(i)
 
 
-async def broken(request: web.Request) -> dict[str, Any]:
-    """The work runs on through its cancellation: the 0.1 s timeout neither stops it nor raises."""
-    return await _run(broken_work)
-
-
-async def fixed(request: web.Request) -> dict[str, Any]:
-    """The cancellation propagates: the timeout stops the work at 0.1 s and raises TimeoutError."""
-    return await _run(fixed_work)
-
-
-async def _run(work: Any) -> dict[str, Any]:
+async def measure(work: Any) -> dict[str, Any]:
     steps: list[int] = []
     started = time.monotonic()
     timed_out = False
@@ -67,3 +59,6 @@ async def _run(work: Any) -> dict[str, Any]:
         "timeout_raised": timed_out,
         "steps_done": len(steps),
     }
+
+
+PITFALL = Pitfall("swallowed-cancel", broken_work, fixed_work, measure)

@@ -10,7 +10,7 @@ import asyncio
 import gc
 from typing import Any
 
-from aiohttp import web
+from ...scenario import Pitfall
 
 
 async def _worker(log: list[str]) -> None:
@@ -22,26 +22,18 @@ async def _worker(log: list[str]) -> None:
 
 
 async def broken_shutdown(log: list[str]) -> None:
+    """The worker is cancelled but not awaited; the (separate, naive) loop shuts down under it."""
     task = asyncio.create_task(_worker(log))
     await asyncio.sleep(0.01)
     task.cancel()  # ...and return: nobody waits for the cleanup
 
 
 async def fixed_shutdown(log: list[str]) -> None:
+    """Cancelled, then awaited: its cleanup runs before the loop shuts down."""
     task = asyncio.create_task(_worker(log))
     await asyncio.sleep(0.01)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)  # the cleanup runs before we go on
-
-
-async def broken(request: web.Request) -> dict[str, Any]:
-    """The worker is cancelled but not awaited; the (separate, naive) loop shuts down under it."""
-    return await asyncio.to_thread(_in_own_loop, broken_shutdown)
-
-
-async def fixed(request: web.Request) -> dict[str, Any]:
-    """Cancelled, then awaited: its cleanup runs before the loop shuts down."""
-    return await asyncio.to_thread(_in_own_loop, fixed_shutdown)
 
 
 def _in_own_loop(shutdown: Any) -> dict[str, Any]:
@@ -62,3 +54,11 @@ def _in_own_loop(shutdown: Any) -> dict[str, Any]:
         "cleanup_ran": not trap,
         "loop_errors": errors,
     }
+
+
+async def measure(shutdown: Any) -> dict[str, Any]:
+    """Each variant's shutdown in a separate, naive event loop of its own (in a thread)."""
+    return await asyncio.to_thread(_in_own_loop, shutdown)
+
+
+PITFALL = Pitfall("unawaited-cancel", broken_shutdown, fixed_shutdown, measure)

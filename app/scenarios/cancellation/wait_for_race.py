@@ -12,31 +12,23 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from aiohttp import web
+from ...scenario import Pitfall
 
 TRIES = 1000
 
 
 async def broken_wait(fut: asyncio.Future[int]) -> int:
+    """wait_for: the result and the cancel arrive together; the cancel is lost."""
     return await asyncio.wait_for(fut, timeout=10)
 
 
 async def fixed_wait(fut: asyncio.Future[int]) -> int:
+    """asyncio.timeout: the same race, and the task is cancelled every time."""
     async with asyncio.timeout(10):
         return await fut
 
 
-async def broken(request: web.Request) -> dict[str, Any]:
-    """wait_for: the result and the cancel arrive together; the cancel is lost."""
-    return await _race(broken_wait)
-
-
-async def fixed(request: web.Request) -> dict[str, Any]:
-    """asyncio.timeout: the same race, and the task is cancelled every time."""
-    return await _race(fixed_wait)
-
-
-async def _race(wait: Callable[[asyncio.Future[int]], Coroutine[Any, Any, int]]) -> dict[str, Any]:
+async def measure(wait: Callable[[asyncio.Future[int]], Coroutine[Any, Any, int]]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     swallowed = 0
     for _ in range(TRIES):
@@ -63,3 +55,6 @@ async def _race(wait: Callable[[asyncio.Future[int]], Coroutine[Any, Any, int]])
         "tries": TRIES,
         "cancellations_lost": swallowed,
     }
+
+
+PITFALL = Pitfall("wait-for-race", broken_wait, fixed_wait, measure)
