@@ -21,10 +21,19 @@ from aiohttp import web
 from . import ops, sse, tasks
 from .clients import client_address
 from .errors import json_error
-from .keys import dashboards_key, explorer_key, hub_key, loads_key, redis_key, settings_key, variants_key
+from .keys import (
+    dashboards_key,
+    explorer_key,
+    hub_key,
+    loads_key,
+    redis_key,
+    scenarios_key,
+    settings_key,
+    variants_key,
+)
 from .loads import LoadRunner
 from .scenario import ROOT
-from .scenarios import BY_NAME, MAP_TARGETS, SCENARIOS
+from .scenarios import MAP_TARGETS
 from .settings import VARIANTS
 from .validation import json_object
 
@@ -84,9 +93,10 @@ async def start_load(request: web.Request) -> web.Response:
         return json_error(403, "loads start from loopback or with the API token only")
     body = await json_object(request)
     scenario, variant = body.get("scenario"), body.get("variant")
-    load = BY_NAME[scenario].load if isinstance(scenario, str) and scenario in BY_NAME else None
+    served = {s.name: s for s in request.app[scenarios_key]}
+    load = served[scenario].load if isinstance(scenario, str) and scenario in served else None
     if load is None or not isinstance(scenario, str) or variant not in VARIANTS:
-        loads = ", ".join(s.name for s in SCENARIOS if s.load)
+        loads = ", ".join(name for name, s in served.items() if s.load)
         return json_error(400, f"'scenario' must be one of {loads} and 'variant' one of {', '.join(VARIANTS)}")
     runner = request.app[loads_key]
     if runner.running:
@@ -119,8 +129,8 @@ async def start_map(request: web.Request) -> web.Response:
     if not ops.operator_allowed(request):
         return json_error(403, "maps start from loopback or with the API token only")
     target = (await json_object(request)).get("target")
-    if target not in list(MAP_TARGETS):
-        return json_error(400, f"'target' must be one of {', '.join(list(MAP_TARGETS))}")
+    if target not in MAP_TARGETS:
+        return json_error(400, f"'target' must be one of {', '.join(MAP_TARGETS)}")
     runner = request.app[explorer_key]
     if runner.running:
         return json_error(409, f"a map is being made already: {runner.scenario}")

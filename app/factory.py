@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import aiopg
 from aiohttp import web
@@ -21,6 +21,7 @@ from .keys import (
     metrics_key,
     plans_key,
     probe_key,
+    scenarios_key,
     settings_key,
     streams_key,
     traffic_key,
@@ -30,20 +31,22 @@ from .keys import (
 from .metrics import Metrics, Traffic, make_middleware
 from .probe import Probe
 from .scenario import Context, Scenario
-from .scenarios import SCENARIO_OF, SCENARIOS
+from .scenarios import SCENARIOS, scenario_of
 from .settings import VARIANTS, Settings, Variant
 
 MAX_BODY = 1024**2
 
 
-def create_app(settings: Settings) -> web.Application:
-    traffic = Traffic(SCENARIO_OF)
+def create_app(settings: Settings, scenarios: Sequence[Scenario] = SCENARIOS) -> web.Application:
+    """The service, serving ``scenarios`` (the registry's unless told otherwise: a test adds its own)."""
+    traffic = Traffic(scenario_of(scenarios))
     plans: list[cancelmap.Plan] = []
     middlewares = [make_middleware(traffic), error_middleware]
     if settings.explore:
         middlewares.insert(0, cancelmap.explore_middleware(plans))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[plans_key] = plans
+    app[scenarios_key] = tuple(scenarios)
     app[settings_key] = settings
     app[traffic_key] = traffic
     app[metrics_key] = Metrics(traffic)
@@ -54,7 +57,7 @@ def create_app(settings: Settings) -> web.Application:
     dashboard.setup(app)
     variants: dict[str, web.Application] = {}
     for variant in VARIANTS:
-        variants[variant] = variant_app(settings, variant, probe)
+        variants[variant] = variant_app(settings, variant, probe, scenarios)
         app.add_subapp(f"/{variant}", variants[variant])
     app[variants_key] = variants
     # After the variants' own on_shutdown (which tell their subscribers ``bye``): cut what has not ended.
@@ -69,7 +72,9 @@ async def end_streams(app: web.Application) -> None:
     await sse.end_all([app[dashboards_key], *(sub[key] for sub in subs for key in (streams_key, long_reads_key))])
 
 
-def variant_app(settings: Settings, variant: Variant, probe: Probe) -> web.Application:
+def variant_app(
+    settings: Settings, variant: Variant, probe: Probe, scenarios: Sequence[Scenario]
+) -> web.Application:
     app = web.Application(middlewares=[count_cancelled], client_max_size=MAX_BODY)
     app[settings_key] = settings
     app[probe_key] = probe  # the root's, shared: jobs that outlive their request only know this app
@@ -83,8 +88,8 @@ def variant_app(settings: Settings, variant: Variant, probe: Probe) -> web.Appli
         exports=Gate("exports", settings.exports_in_flight),
         reports=Gate("reports", settings.reports_in_flight),
     )
-    app.cleanup_ctx.extend(contexts(SCENARIOS, variant))
-    for scenario in SCENARIOS:
+    app.cleanup_ctx.extend(contexts(scenarios, variant))
+    for scenario in scenarios:
         app.add_routes(web.route(r.method, r.path, r.handler(variant)) for r in scenario.routes)
         if scenario.setup is not None:
             scenario.setup(app, variant)

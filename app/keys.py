@@ -15,6 +15,7 @@ from .hub import Hub
 from .loads import LoadRunner
 from .metrics import Metrics, Traffic
 from .probe import Probe
+from .scenario import Scenario
 from .settings import Settings, Variant
 from .sse import Live
 
@@ -24,6 +25,7 @@ probe_key = web.AppKey("probe", Probe)
 admin_db_key = web.AppKey("admin_db", aiopg.Pool)
 health_key = web.AppKey("health", Health)  # /healthz's own connections
 variants_key = web.AppKey("variants", dict[str, web.Application])
+scenarios_key = web.AppKey("scenarios", tuple[Scenario, ...])  # what this app serves (the registry's, by default)
 plans_key = web.AppKey("explore_plans", list[Plan])  # Settings.explore: what to do with the next requests
 traffic_key = web.AppKey("traffic", Traffic)
 metrics_key = web.AppKey("metrics", Metrics)
@@ -58,6 +60,7 @@ __all__ = [
     "plans_key",
     "probe_key",
     "redis_key",
+    "scenarios_key",
     "settings_key",
     "streams_key",
     "sweep_key",

@@ -6,7 +6,7 @@ import asyncio
 import hmac
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import aiojobs.aiohttp
@@ -27,10 +27,12 @@ from .keys import (
     metrics_key,
     probe_key,
     redis_key,
+    scenarios_key,
     settings_key,
     traffic_key,
     variants_key,
 )
+from .scenario import Scenario, show
 from .scenarios import pubsub
 from .scenarios.cancellation import PITFALLS
 from .settings import VARIANTS
@@ -160,19 +162,20 @@ async def snapshot(app: web.Application) -> Snapshot:
                 "messages_dropped": sub[hub_key].dropped if hub_key in sub else 0,
             },
         }
-    return {"variants": out, "cards": cards(out), "pid": os.getpid()}
+    served = app[scenarios_key]
+    return {"variants": out, "cards": cards(served, out), "pid": os.getpid()}
 
 
-def cards(variants: dict[str, VariantState]) -> dict[str, dict[str, CardState]]:
+def cards(served: Iterable[Scenario], variants: dict[str, VariantState]) -> dict[str, dict[str, CardState]]:
     """Each scenario's card, per variant, read off the snapshot by the scenario's own ``Card``."""
     out: dict[str, dict[str, CardState]] = {}
-    for scenario in scenarios.SCENARIOS:
+    for scenario in served:
         if (card := scenario.card) is None:
             continue
         out[scenario.name] = {
             variant: {
                 "failures": card.failures(v),
-                "figures": [(figure.label, str(figure.read(v))) for figure in card.figures],
+                "figures": [(figure.label, show(figure.read(v))) for figure in card.figures],
                 "spark": card.spark(v),
             }
             for variant, v in variants.items()
@@ -181,7 +184,8 @@ def cards(variants: dict[str, VariantState]) -> dict[str, dict[str, CardState]]:
 
 
 async def openapi_document(request: web.Request) -> web.Response:
-    return web.json_response(openapi.document(scenarios.SCENARIOS))
+    served = request.app[scenarios_key]
+    return web.json_response(openapi.document(served))
 
 
 async def scenario_list(request: web.Request) -> web.Response:
@@ -198,7 +202,7 @@ async def scenario_list(request: web.Request) -> web.Response:
                     "failures_label": s.card.failures_label,
                     "spark_label": s.card.spark_label,
                 }
-                for s in scenarios.SCENARIOS
+                for s in request.app[scenarios_key]
                 if s.card is not None
             ],
             "pitfalls": [{"name": p.name, "summary": p.summary, "source": p.source} for p in PITFALLS.values()],
@@ -233,7 +237,8 @@ async def reset(request: web.Request) -> web.Response:
         " WHERE datname = current_database() AND usename = ANY(%s)",
         ([sub[db_key].role for sub in variants.values()],),
     )
-    await fetch_one(admin, f"SET lock_timeout = '5s'; {scenarios.RESET_SQL}; SELECT 1")
+    served = request.app[scenarios_key]
+    await fetch_one(admin, f"SET lock_timeout = '5s'; {scenarios.reset_sql(served)}; SELECT 1")
     log.info("reset: %s variant backends terminated", terminated)
     return web.json_response({"reset": True, "terminated_backends": terminated})
 

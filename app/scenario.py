@@ -54,6 +54,16 @@ class Figure:
     read: Callable[[VariantState], object]
 
 
+def show(value: object) -> str:
+    """A figure as the page shows it: ``?`` when it could not be read (Postgres away, say)."""
+    return "?" if value is None else str(value)
+
+
+def of(part: object, whole: object) -> str:
+    """``part / whole``: in use of the maximum, backends of the limit."""
+    return f"{show(part)} / {show(whole)}"
+
+
 @dataclass(frozen=True)
 class Card:
     """How the dashboard and ``scripts.watch`` show the scenario: the headline count of failures (0 = held),

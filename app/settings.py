@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 Variant = Literal["broken", "fixed"]
-VARIANTS: tuple[Variant, ...] = ("broken", "fixed")
+VARIANTS: tuple[Variant, ...] = get_args(Variant)  # the order of the columns everywhere
 
 
 @dataclass(frozen=True, kw_only=True)

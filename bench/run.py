@@ -25,7 +25,7 @@ from typing import Any, cast
 
 import aiohttp
 
-from app.settings import Settings
+from app.settings import VARIANTS, Settings
 from app.state import Snapshot, VariantState
 from scripts._sse import subscribe
 from scripts.toolkit import ROOT, percentile_ms, poll, quiet
@@ -34,7 +34,6 @@ from . import drivers, report
 from .harness import BenchApp, closed_loop, spread, tool
 
 ITEMS = [{"sku": "tea", "qty": 2}, {"sku": "cup", "qty": 1}, {"sku": "pot", "qty": 1}]
-VARIANTS = ("broken", "fixed")
 
 
 @dataclass(frozen=True)

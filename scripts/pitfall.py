@@ -18,13 +18,15 @@ from typing import Any
 
 import aiohttp
 
+from app.settings import VARIANTS
+
 from ._common import EXPECTED, cannot_reach, require_loopback
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scripts.pitfall", description=__doc__.split("\n")[0])
     p.add_argument("name", nargs="?", help="the pitfall, e.g. swallowed-cancel (see --list)")
-    p.add_argument("--variant", choices=["broken", "fixed"])
+    p.add_argument("--variant", choices=VARIANTS)
     p.add_argument("--base-url", default="http://127.0.0.1:8080", help="a running app (loopback only)")
     p.add_argument("--json", type=Path, help="write the result as JSON here")
     p.add_argument("--list", action="store_true", help="list the pitfalls")

@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from app.scenarios.cancellation import PITFALLS
+from app.settings import VARIANTS
 from tests.helpers import ROOT, App, Callers, get_json, poll
 
 # Python 3.12 fixed asyncio.wait_for: there the broken variant can no longer lose a cancellation.
@@ -18,7 +19,7 @@ SPRINGS_ON_BROKEN = {name: not (name == "wait-for-race" and sys.version_info >= 
 
 
 @pytest.mark.parametrize("name", list(PITFALLS))
-@pytest.mark.parametrize("variant", ["broken", "fixed"])
+@pytest.mark.parametrize("variant", VARIANTS)
 async def test_pitfall(client: TestClient, name: str, variant: str) -> None:
     result = await get_json(client, f"/{variant}/pitfalls/{name}")
     assert result["pitfall"] == name and result["variant"] == variant
@@ -84,7 +85,7 @@ def test_script_verdicts(spawn_app: Callable[..., App]) -> None:
     """``python -m scripts.pitfall`` for every pitfall and variant: the verdict and exit code."""
     app = spawn_app()
     for name in PITFALLS:
-        for variant in ("broken", "fixed"):
+        for variant in VARIANTS:
             run = subprocess.run(
                 [sys.executable, "-m", "scripts.pitfall", name, "--variant", variant, "--base-url", app.base],
                 cwd=ROOT,

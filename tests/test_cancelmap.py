@@ -72,7 +72,8 @@ async def test_a_unit_that_hangs_after_a_cancel_is_reported_hung() -> None:
 
 
 async def test_the_orders_pair_over_http(settings: Settings) -> None:
-    """broken fails at named points (an order without items); fixed holds at every point."""
+    """broken fails at named points (an order without items; and, when the cancel lands while aiopg opens a
+    connection for the pool, a cancel swallowed there: the handler returns); fixed holds at every point."""
     served = await explore.served(dataclasses.replace(settings, explore=True))
     try:
         broken = await explore.explore_target(served, explore.TARGETS["orders"], "broken")
@@ -80,7 +81,8 @@ async def test_the_orders_pair_over_http(settings: Settings) -> None:
     finally:
         await served.close()
     bad = [t for t in broken if not t.held]
-    assert bad and all("without items" in " ".join(t.violations) for t in bad), cancelmap.table(broken)
+    known = ("without items", "expected 'cancelled'")
+    assert bad and all(any(k in v for k in known for v in t.violations) for t in bad), cancelmap.table(broken)
     assert any(t.point and "asyncio.sleep(hold)" in t.point.line for t in bad), cancelmap.table(broken)
     assert fixed and all(t.held for t in fixed), cancelmap.table(fixed)
 

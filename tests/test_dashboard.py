@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app import dashboard
 from app.factory import create_app
-from app.settings import Settings
+from app.settings import VARIANTS, Settings
 from scripts.toolkit import free_ports
 from tests.helpers import ROOT, App, free_port
 
@@ -214,5 +214,5 @@ def test_watch_prints_both_columns(spawn_app: Callable[..., App]) -> None:
         env={**os.environ, "COLUMNS": "120"},
     )
     assert run.returncode == 0, run.stderr
-    for text in ("broken", "fixed", "orders without items", "Redis connections in use / max", "0 / 20"):
+    for text in (*VARIANTS, "orders without items", "Redis connections in use / max", "0 / 20"):
         assert text in run.stdout

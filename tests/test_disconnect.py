@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from app.keys import probe_key
+from app.settings import VARIANTS
 from app.state import VariantState
 from scripts.toolkit import quiet
 from tests.helpers import Callers, get_json, poll, variant_state
@@ -54,7 +55,7 @@ async def test_hang_up_during_hold(client: TestClient, variant: str, without_ite
 
 
 async def test_fixed_order_without_hang_up_is_whole(client: TestClient) -> None:
-    for variant in ("broken", "fixed"):
+    for variant in VARIANTS:
         resp = await client.post(f"/{variant}/orders?hold=0", json={"customer": "ann", "items": ITEMS})
         assert resp.status == 201
         assert isinstance((await resp.json())["order_id"], int)

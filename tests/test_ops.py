@@ -11,7 +11,7 @@ from pytest_aiohttp import AiohttpClient
 from app import ops, tasks
 from app.factory import create_app
 from app.keys import db_key, hub_key, probe_key, redis_key, variants_key
-from app.settings import Settings, with_database
+from app.settings import VARIANTS, Settings, with_database
 from tests.helpers import Callers, free_port, get_json, poll, variant_state
 
 
@@ -48,7 +48,7 @@ async def test_state_shape(client: TestClient) -> None:
     # Ready first: the start-up sweep of left-over transfers has run (it used to be a job racing this read).
     await client.app[probe_key].reached("fixed.sweep", 1)
     state = await get_json(client, "/api/state")
-    assert set(state["variants"]) == {"broken", "fixed"}
+    assert set(state["variants"]) == set(VARIANTS)
     for variant, s in state["variants"].items():
         pg = s["postgres"]
         assert pg["role"] == f"pitfalls_test_{variant}"
@@ -62,7 +62,7 @@ async def test_state_shape(client: TestClient) -> None:
 
 async def test_reset_empties_tables_and_ends_backends(client: TestClient) -> None:
     order = {"customer": "a", "items": [{"sku": "b", "qty": 1}]}
-    for variant in ("broken", "fixed"):
+    for variant in VARIANTS:
         assert (await client.post(f"/{variant}/orders?hold=0", json=order)).status == 201
     async with Callers(client) as callers:  # leave an orphaned backend behind on broken
         callers.start("GET", "/broken/reports/slow?seconds=30")
@@ -75,12 +75,12 @@ async def test_reset_empties_tables_and_ends_backends(client: TestClient) -> Non
     body = await resp.json()
     assert body["reset"] is True
     assert body["terminated_backends"] >= 1  # the orphan, at least
-    for variant in ("broken", "fixed"):
+    for variant in VARIANTS:
         assert (await get_json(client, f"/{variant}/orders/stats"))["orders"] == 0
         state = await poll(partial(variant_state, client, variant), lambda s: s["postgres"]["backends"] == 0)
         assert state["postgres"]["backends"] == 0
     # and the variants work again on their new pools
-    for variant in ("broken", "fixed"):
+    for variant in VARIANTS:
         assert (await client.post(f"/{variant}/orders?hold=0", json=order)).status == 201
 
 

@@ -16,7 +16,7 @@ from pytest_aiohttp import AiohttpClient
 
 from app.factory import create_app
 from app.keys import probe_key
-from app.settings import Settings
+from app.settings import VARIANTS, Settings
 from tests.helpers import TRANSFER as GOOD
 from tests.helpers import Callers, poll, sql
 from tests.helpers import transfer_stats as stats
@@ -118,7 +118,7 @@ async def test_a_transfer_left_accepted_is_completed_by_the_sweep(
     assert (await stats(client, "fixed"))["balance_total"] == 4_000_000
 
 
-@pytest.mark.parametrize("variant", ["broken", "fixed"])
+@pytest.mark.parametrize("variant", VARIANTS)
 async def test_lone_surrogates_are_a_400_not_a_500(client: TestClient, variant: str) -> None:
     bodies = [
         (f"/{variant}/orders?hold=0", b'{"customer": "\\ud800", "items": [{"sku": "a", "qty": 1}]}'),

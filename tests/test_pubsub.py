@@ -22,7 +22,7 @@ from app import sse
 from app.factory import create_app
 from app.hub import Hub
 from app.keys import probe_key
-from app.settings import Settings
+from app.settings import VARIANTS, Settings
 from scripts._sse import SseEvent, SseStream, subscribe
 from tests.helpers import App, get_json
 
@@ -223,7 +223,7 @@ async def test_two_processes_fan_out(spawn_app: Callable[..., App], session: aio
 SHUTDOWN_TIMEOUT = 4
 
 
-@pytest.mark.parametrize("variant", ["broken", "fixed"])
+@pytest.mark.parametrize("variant", VARIANTS)
 async def test_sigterm_with_open_streams(
     spawn_app: Callable[..., App], session: aiohttp.ClientSession, variant: str
 ) -> None:

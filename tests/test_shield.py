@@ -18,7 +18,7 @@ from pytest_aiohttp import AiohttpClient
 
 from app.factory import create_app
 from app.keys import probe_key
-from app.settings import Settings
+from app.settings import VARIANTS, Settings
 from scripts.toolkit import quiet, sql
 from tests.helpers import TRANSFER as GOOD
 from tests.helpers import App, Callers, get, poll, variant_state
@@ -31,7 +31,7 @@ async def wait_quiet(client: TestClient, variant: str) -> None:
     await poll(lambda: variant_state(client, variant), quiet)
 
 
-@pytest.mark.parametrize("variant", ["broken", "fixed"])
+@pytest.mark.parametrize("variant", VARIANTS)
 async def test_transfers_commit_whole(client: TestClient, settings: Settings, variant: str) -> None:
     probe = client.app[probe_key]
     async with Callers(client) as callers:
@@ -73,7 +73,7 @@ BAD = [
 
 @pytest.mark.parametrize("body", BAD, ids=[str(i) for i in range(len(BAD))])
 async def test_bad_transfer_writes_nothing(client: TestClient, body: dict) -> None:
-    for variant in ("broken", "fixed"):
+    for variant in VARIANTS:
         resp = await client.post(f"/{variant}/transfers", json=body)
         assert resp.status == 400
         assert "error" in await resp.json()
@@ -124,7 +124,7 @@ async def test_export_audit_survives_hang_up(
 
 
 async def test_export_completes_with_audit(client: TestClient) -> None:
-    for variant in ("broken", "fixed"):
+    for variant in VARIANTS:
         await client.post(f"/{variant}/transfers?hold=0", json=GOOD)
         await client.app[probe_key].reached(f"{variant}.committed", 1)
         resp = await client.get(f"/{variant}/export")
@@ -140,7 +140,7 @@ async def test_recovery_completes_left_over_transfers_exactly_once(
 ) -> None:
     """A crash left one accepted transfer per variant. Two fixed processes start at once and both try to
     complete it: it commits once. broken has no recovery: its transfer stays lost."""
-    for variant in ("broken", "fixed"):
+    for variant in VARIANTS:
         sql(
             settings.database_url,
             "INSERT INTO transfers (id, variant, from_account, to_account, amount)"
@@ -173,7 +173,7 @@ async def accept_transfers(base: str, variant: str, n: int, hold: float) -> None
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-@pytest.mark.parametrize("variant", ["broken", "fixed"])
+@pytest.mark.parametrize("variant", VARIANTS)
 async def test_accepted_transfers_survive_a_stop(
     spawn_app: Callable[..., App], variant: str, sig: signal.Signals
 ) -> None:

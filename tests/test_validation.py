@@ -7,6 +7,7 @@ import io
 import pytest
 from aiohttp.test_utils import TestClient
 
+from app.settings import VARIANTS
 from tests.helpers import get_json
 
 GOOD = {"customer": "ann", "items": [{"sku": "tea", "qty": 1}]}
@@ -36,11 +37,11 @@ BAD_BODIES = {
 
 
 async def _nothing_written(client: TestClient) -> None:
-    for variant in ("broken", "fixed"):
+    for variant in VARIANTS:
         assert (await get_json(client, f"/{variant}/orders/stats"))["orders"] == 0
 
 
-@pytest.mark.parametrize("variant", ["broken", "fixed"])
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("case", list(BAD_BODIES))
 async def test_bad_order_body(client: TestClient, variant: str, case: str) -> None:
     resp = await client.post(
@@ -52,7 +53,7 @@ async def test_bad_order_body(client: TestClient, variant: str, case: str) -> No
     await _nothing_written(client)
 
 
-@pytest.mark.parametrize("variant", ["broken", "fixed"])
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("hold", ["-1", "5.01", "abc", "nan", "inf", ""])
 async def test_hold_out_of_range(client: TestClient, variant: str, hold: str) -> None:
     resp = await client.post(f"/{variant}/orders?hold={hold}", json=GOOD)

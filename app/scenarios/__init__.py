@@ -5,17 +5,25 @@ adding one is a module and a line here. Everything else (routes, /metrics, OpenA
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ..scenario import Scenario
 from . import cancellation, disconnect, pubsub, shield
 
 SCENARIOS: tuple[Scenario, ...] = (disconnect.SCENARIO, pubsub.SCENARIO, shield.SCENARIO, cancellation.SCENARIO)
-BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
 
-# What POST /api/reset (and each test) runs to empty the scenarios' tables.
-RESET_SQL = "; ".join(scenario.reset_sql for scenario in SCENARIOS if scenario.reset_sql)
 
-# /metrics's ``scenario`` label of a route, from the first segment of its path (/{variant}/orders/...).
-SCENARIO_OF = {resource: scenario.name for scenario in SCENARIOS for resource in scenario.resources}
+def reset_sql(scenarios: Iterable[Scenario]) -> str:
+    """What POST /api/reset (and each test) runs to empty the scenarios' tables."""
+    return "; ".join(scenario.reset_sql for scenario in scenarios if scenario.reset_sql)
+
+
+def scenario_of(scenarios: Iterable[Scenario]) -> dict[str, str]:
+    """/metrics's ``scenario`` label of a route, from the first segment of its path (/{variant}/orders/...)."""
+    return {resource: scenario.name for scenario in scenarios for resource in scenario.resources}
+
+
+RESET_SQL = reset_sql(SCENARIOS)
 
 # The cancellation map's targets (scripts.explore): each scenario's handlers, then the app's own plumbing.
 PLUMBING_TARGETS = ("hub-close", "publisher-close", "loads-close")

@@ -22,7 +22,7 @@ from .. import openapi, resources, validation
 from ..admission import protected
 from ..db import checked, fetch_one
 from ..keys import admin_db_key, db_key, gates_key, long_reads_key, probe_key, variant_key
-from ..scenario import Card, Figure, Load, Route, Scenario, shared
+from ..scenario import Card, Figure, Load, Route, Scenario, of, shared
 from ..state import VariantState
 from ._common import count_failure, refused
 
@@ -218,9 +218,9 @@ SCENARIO = Scenario(
             Figure("requests refused (5xx)", lambda v: refused(v, "disconnect")),
             Figure(
                 "server backends / limit",
-                lambda v: f"{v['postgres']['backends']} / {v['postgres']['role_connection_limit']}",
+                lambda v: of(v["postgres"]["backends"], v["postgres"]["role_connection_limit"]),
             ),
-            Figure("pool in use / max", lambda v: f"{v['postgres']['pool_in_use']} / {v['postgres']['pool_max']}"),
+            Figure("pool in use / max", lambda v: of(v["postgres"]["pool_in_use"], v["postgres"]["pool_max"])),
             Figure("handlers cancelled", lambda v: v["handlers_cancelled"]),
         ),
         spark=lambda v: v["postgres"]["backends"] or 0,

@@ -21,7 +21,7 @@ from ..clients import client_address
 from ..errors import BadRequest, ServiceUnavailable
 from ..hub import Hub, hub_client
 from ..keys import hub_key, redis_key, settings_key, streams_key, variant_key
-from ..scenario import Card, Figure, Load, Route, Scenario, shared
+from ..scenario import Card, Figure, Load, Route, Scenario, of, shared
 from ..settings import Variant
 from ._common import refused
 
@@ -169,7 +169,7 @@ SCENARIO = Scenario(
             Figure("live subscribers", lambda v: v["subscribers"]),
             Figure(
                 "Redis connections in use / max",
-                lambda v: f"{v['redis']['connections_in_use']} / {v['redis']['max_connections']}",
+                lambda v: of(v["redis"]["connections_in_use"], v["redis"]["max_connections"]),
             ),
             Figure("requests refused (5xx)", lambda v: refused(v, "pubsub")),
             Figure("messages dropped (slow clients)", lambda v: v["invariants"]["messages_dropped"]),

@@ -39,7 +39,7 @@ from ..keys import (
     sweep_key,
     variant_key,
 )
-from ..scenario import Card, Figure, Load, Route, Scenario, shared
+from ..scenario import Card, Figure, Load, Route, Scenario, of, shared
 from ..settings import Variant
 from ..state import VariantState
 from ._common import count_failure, refused
@@ -437,7 +437,7 @@ SCENARIO = Scenario(
         failures_label="accepted transfers lost",
         figures=(
             Figure("transfers not committed", lambda v: v["invariants"]["transfers_lost"]),
-            Figure("aiojobs active / pending", lambda v: f"{v['jobs']['active']} / {v['jobs']['pending']}"),
+            Figure("aiojobs active / pending", lambda v: of(v["jobs"]["active"], v["jobs"]["pending"])),
             Figure("requests refused (5xx)", lambda v: refused(v, "shield")),
         ),
         spark=lambda v: v["invariants"]["transfers_lost"] or 0,
