@@ -3,15 +3,15 @@ rebuildable by ``/api/reset``; and a small admin pool."""
 
 from __future__ import annotations
 
-import asyncio
 import traceback
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import aiopg
 import psycopg2
 from redis.asyncio import Redis
+
+from .tasks import checked
 
 T = TypeVar("T")
 
@@ -50,20 +50,6 @@ class VariantDb:
         if self._pool is not None:
             self._pool.terminate()
             await self._pool.wait_closed()
-
-
-async def checked(awaitable: Awaitable[T]) -> T:
-    """Await ``awaitable``, and raise a cancellation it swallowed. aiopg awaits every query with
-    its own ``wait_for``, which on Python 3.11 returns the result when a cancel lands with it (fixed in 3.12):
-    the query "succeeds" and the task runs on as if nobody had asked it to stop. ``Task.cancelling()`` still
-    counts the request: if it grew during the await and nothing was raised, the cancel was swallowed. (Only
-    its growth: 3.11's TaskGroup can leave an old count behind, which is not ours to act on.)"""
-    task = asyncio.current_task()
-    before = task.cancelling() if task is not None else 0
-    result = await awaitable
-    if task is not None and task.cancelling() > before:
-        raise asyncio.CancelledError
-    return result
 
 
 async def fetch_one(pool: aiopg.Pool, sql: str, args: object = None) -> tuple[object, ...]:

@@ -129,9 +129,13 @@ class Hub:
         """Start the listener and give it ``wait`` seconds to connect; a Redis that is down does not stop the
         app from starting (subscribers get 503 until the hub is back)."""
         self._task = asyncio.create_task(self._run(), name="hub")
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait):
-                await self._ready.wait()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._ready.wait()
+        except asyncio.CancelledError:  # the app's start-up was interrupted: nobody will ever close this hub
+            await self.close()
+            raise
 
     def shutdown(self) -> None:
         """Tell every stream to end (``on_shutdown``): a handler blocked on its inbox never notices otherwise."""
@@ -167,7 +171,7 @@ class Hub:
                 self._confirmed.pop(channel, None)
                 if self._pubsub is not None and self.connected:
                     with contextlib.suppress(RedisError, OSError):
-                        await self._pubsub.unsubscribe(channel)
+                        await tasks.checked(self._pubsub.unsubscribe(channel))
 
     async def _subscribed(self, channel: str) -> None:
         """Return once Redis has confirmed the hub's subscription to ``channel``, across a reconnect if one
@@ -178,7 +182,7 @@ class Hub:
                     await self._ready.wait()
                     if channel not in self._confirmed:
                         self._confirmed[channel] = asyncio.get_running_loop().create_future()
-                        await self._pubsub.subscribe(channel)  # type: ignore[union-attr]
+                        await tasks.checked(self._pubsub.subscribe(channel))  # type: ignore[union-attr]
                     try:
                         return await asyncio.shield(self._confirmed[channel])
                     except RedisConnectionError:

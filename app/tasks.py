@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
+
+T = TypeVar("T")
 
 log = logging.getLogger("app.tasks")
 
@@ -75,3 +77,18 @@ def guarded(ctx: CleanupCtx) -> CleanupCtx:
             log.exception("clean-up of %s failed; going on with the rest", ctx.__name__)
 
     return wrapper
+
+
+async def checked(awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable``, and raise a cancellation it swallowed. aiopg awaits every query, and redis-py every
+    command, with its own ``wait_for``, which on Python 3.11 returns the result when a cancel lands with it
+    (fixed in 3.12): the call "succeeds" and the task runs on as if nobody had asked it to stop.
+    ``Task.cancelling()`` still counts the request: if it grew during the await and nothing was raised, the
+    cancel was swallowed. (Only its growth: 3.11's TaskGroup can leave an old count behind, which is not ours
+    to act on.)"""
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
+    result = await awaitable
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
+    return result

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from redis.asyncio import Redis
 
-from app import cancelmap
+from app import cancelmap, sse
 from app.dashboard import publisher_ctx
 from app.hub import Hub, hub_client
 from app.keys import dashboards_key
@@ -103,6 +104,74 @@ def loads_close() -> Units:
             problems.append("load process still alive")
             runner.proc.kill()
             await runner.proc.wait()
+        return problems
+
+    return Units(reset, unit, invariant)
+
+
+def hub_start(redis_url: str) -> Units:
+    """``Hub.start``: a start that is cancelled (SIGINT while the app starts) leaves nothing running; one that
+    finishes leaves a listener that ``close`` stops."""
+    hubs: list[Hub] = []
+    cancelled: list[bool] = []
+
+    async def reset() -> None:
+        hubs.append(Hub(hub_client(redis_url, name="explore-hub"), control_channel="explore:hub"))
+
+    async def unit() -> None:
+        try:
+            await hubs[-1].start(wait=2.0)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+        cancelled.append(False)
+
+    async def invariant() -> list[str]:
+        hub, problems = hubs[-1], []
+        if cancelled and cancelled[-1] and hub._task is not None and not hub._task.done():
+            problems.append("a cancelled start left the hub's listener running")
+        await hub.close()  # what the owner does with a started hub (or an abandoned one)
+        await hub.redis.aclose()
+        return problems
+
+    return Units(reset, unit, invariant)
+
+
+def hub_subscribe(redis_url: str) -> Units:
+    """``Hub.subscribe``: a stream's subscription, one message through it, and its end. However it is
+    cancelled, the hub forgets the stream and Redis no longer sends the hub that channel."""
+    hubs: list[Hub] = []
+    channel = "explore:subscribe"
+    redis = Redis.from_url(redis_url)  # to ask Redis who listens (the hub's client has one connection)
+
+    async def reset() -> None:
+        if hubs:
+            await hubs[-1].close()
+            await hubs[-1].redis.aclose()
+        hub = Hub(hub_client(redis_url, name="explore-hub"), control_channel="explore:hub")
+        await hub.start(wait=2.0)
+        hubs.append(hub)
+
+    async def unit() -> None:
+        hub = hubs[-1]
+        async with hub.subscribe(channel) as inbox:
+            inbox.put(sse.Event("message", "hello"))  # what the listener does with a message from Redis
+            async for _ in inbox.events(heartbeat=5):
+                break
+
+    async def invariant() -> list[str]:
+        hub, problems = hubs[-1], []
+        if hub.subscribers or channel in hub._inboxes:
+            problems.append("the hub still counts the stream")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2
+        while True:
+            [(_, listeners)] = await redis.pubsub_numsub(channel)
+            if not listeners or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+        if listeners:
+            problems.append(f"Redis still sends {channel!r} to the hub")
         return problems
 
     return Units(reset, unit, invariant)

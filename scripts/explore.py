@@ -139,6 +139,8 @@ TARGETS = {
 
 # The app's own plumbing: no variant, and it must hold at every point.
 PLUMBING: dict[str, Callable[[Settings], _plumbing.Units]] = {
+    "hub-start": lambda s: _plumbing.hub_start(s.redis_url),
+    "hub-subscribe": lambda s: _plumbing.hub_subscribe(s.redis_url),
     "hub-close": lambda s: _plumbing.hub_close(s.redis_url),
     "publisher-close": lambda s: _plumbing.publisher_close(),
     "loads-close": lambda s: _plumbing.loads_close(),

@@ -151,3 +151,20 @@ async def test_closing_the_hub_cancelled_at_every_point(settings: Settings, stat
         trials = await _plumbing.hub_close(url, connected=state == "connected").explore(depth=2)
     assert trials, "close() never suspended: nothing was explored"
     assert all(t.held for t in trials), cancelmap.table(trials)
+
+
+async def test_a_cancelled_start_leaves_no_listener(settings: Settings) -> None:
+    """``Hub.start`` cancelled while it waits for Redis (the app's start-up interrupted): nobody will ever
+    close that hub, so the start must. Before: the listener kept running (the map: hub-start reproduced)."""
+    trials = await _plumbing.hub_start(settings.redis_url).explore(depth=2)
+    assert trials, "start() never suspended"
+    assert all(t.held for t in trials), cancelmap.table(trials)
+
+
+async def test_a_stream_cancelled_anywhere_leaves_no_subscription(settings: Settings) -> None:
+    """A stream's subscription cancelled at each point of subscribe/unsubscribe: the cancel reaches the
+    caller and Redis stops sending the channel. Before: redis-py's own wait_for (Python 3.11) swallowed a
+    cancel that landed with the SUBSCRIBE or UNSUBSCRIBE reply: the caller "returned" and streamed on."""
+    trials = await _plumbing.hub_subscribe(settings.redis_url).explore(depth=2)
+    assert trials, "subscribe() never suspended"
+    assert all(t.held for t in trials), cancelmap.table(trials)
