@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from app import openapi
+from app import openapi, validation
 from app.scenario import Route, Scenario, shared
 
 counter_key = web.AppKey("visits", dict[str, int])
@@ -26,17 +26,17 @@ async def counter(app: web.Application) -> AsyncIterator[None]:
 
 async def broken_visit(request: web.Request) -> web.Response:
     """Reads, awaits, writes: a visit counted by another handler during the await is overwritten."""
-    count = request.app[counter_key]
+    count, hold = request.app[counter_key], validation.query_seconds(request, "hold", default=0.01, hi=5)
     seen = count["visits"]
-    await asyncio.sleep(0.01)  # a lookup, a cache call...
+    await asyncio.sleep(hold)  # a lookup, a cache call...
     count["visits"] = seen + 1
     return web.json_response(count)
 
 
 async def fixed_visit(request: web.Request) -> web.Response:
     """Awaits first, then reads and writes in one step: no other handler runs in between."""
-    count = request.app[counter_key]
-    await asyncio.sleep(0.01)
+    count, hold = request.app[counter_key], validation.query_seconds(request, "hold", default=0.01, hi=5)
+    await asyncio.sleep(hold)
     count["visits"] += 1
     return web.json_response(count)
 
@@ -50,7 +50,13 @@ SCENARIO = Scenario(
     title="Lost updates across an await",
     module=__name__,
     routes=(
-        Route("POST", "/visits", broken_visit, fixed_visit, openapi.operation("counted")),
+        Route(
+            "POST",
+            "/visits",
+            broken_visit,
+            fixed_visit,
+            openapi.operation("counted", params=[openapi.seconds("hold", 5, 0.01)]),
+        ),
         shared("GET", "/visits", visits, openapi.operation("the count")),
     ),
     contexts=lambda variant: (counter,),

@@ -17,7 +17,7 @@ from app.scenarios import MAP_TARGETS, PLUMBING_TARGETS, SCENARIOS
 from app.settings import VARIANTS, Settings
 from examples import visits
 from scripts.explore import PLUMBING, TARGETS
-from tests.helpers import ROOT, get_json
+from tests.helpers import ROOT, get_json, poll, variant_state
 
 
 @pytest.fixture
@@ -31,12 +31,16 @@ async def count(client: TestClient, variant: str) -> int:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 async def test_an_added_scenario_is_served_and_its_failure_is_real(with_visits: TestClient, variant: str) -> None:
-    """50 concurrent visits: broken loses updates (each read before another wrote), fixed counts all 50."""
-    answers = await asyncio.gather(*(with_visits.post(f"/{variant}/visits") for _ in range(50)))
+    """50 visits at once: broken loses updates, fixed counts all 50. Each handler reads before its first
+    await, so once all 50 are in flight (the app's own count) every one has read; the hold keeps them there."""
+    visiting = [asyncio.create_task(with_visits.post(f"/{variant}/visits?hold=1")) for _ in range(50)]
+    in_flight = await poll(lambda: variant_state(with_visits, variant), lambda s: s["in_flight"] == 50, timeout=5)
+    assert in_flight["in_flight"] == 50
+    answers = await asyncio.gather(*visiting)
     assert [a.status for a in answers] == [200] * 50
     counted = await count(with_visits, variant)
     if variant == "broken":
-        assert counted < 50
+        assert counted == 1  # all 50 read 0 before any wrote
     else:
         assert counted == 50
 
