@@ -28,9 +28,14 @@ class Units:
     reset: Step
     unit: Step
     invariant: Callable[[], Awaitable[list[str]]]
+    finish: Step | None = None  # after the last trial: close what the trials left open for the next one
 
     async def explore(self, *, depth: int = 1) -> list[cancelmap.Trial]:
-        return await cancelmap.explore(self.unit, reset=self.reset, invariant=self.invariant, depth=depth)
+        try:
+            return await cancelmap.explore(self.unit, reset=self.reset, invariant=self.invariant, depth=depth)
+        finally:
+            if self.finish is not None:
+                await self.finish()
 
 
 def hub_close(redis_url: str, *, connected: bool = True) -> Units:
@@ -115,7 +120,13 @@ def hub_start(redis_url: str) -> Units:
     hubs: list[Hub] = []
     cancelled: list[bool] = []
 
+    async def finish() -> None:
+        if hubs:  # what the owner does with a started hub (or an abandoned one); closing twice is harmless
+            await hubs[-1].close()
+            await hubs[-1].redis.aclose()
+
     async def reset() -> None:
+        await finish()
         hubs.append(Hub(hub_client(redis_url, name="explore-hub"), control_channel="explore:hub"))
 
     async def unit() -> None:
@@ -130,11 +141,10 @@ def hub_start(redis_url: str) -> Units:
         hub, problems = hubs[-1], []
         if cancelled and cancelled[-1] and hub._task is not None and not hub._task.done():
             problems.append("a cancelled start left the hub's listener running")
-        await hub.close()  # what the owner does with a started hub (or an abandoned one)
-        await hub.redis.aclose()
+        await finish()
         return problems
 
-    return Units(reset, unit, invariant)
+    return Units(reset, unit, invariant, finish)
 
 
 def hub_subscribe(redis_url: str) -> Units:
@@ -144,10 +154,13 @@ def hub_subscribe(redis_url: str) -> Units:
     channel = "explore:subscribe"
     redis = Redis.from_url(redis_url)  # to ask Redis who listens (the hub's client has one connection)
 
-    async def reset() -> None:
+    async def finish() -> None:
         if hubs:
             await hubs[-1].close()
             await hubs[-1].redis.aclose()
+
+    async def reset() -> None:
+        await finish()
         hub = Hub(hub_client(redis_url, name="explore-hub"), control_channel="explore:hub")
         await hub.start(wait=2.0)
         hubs.append(hub)
@@ -174,4 +187,8 @@ def hub_subscribe(redis_url: str) -> Units:
             problems.append(f"Redis still sends {channel!r} to the hub")
         return problems
 
-    return Units(reset, unit, invariant)
+    async def close_all() -> None:
+        await finish()
+        await redis.aclose()
+
+    return Units(reset, unit, invariant, close_all)
