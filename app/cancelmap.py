@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_app
 from aiohttp.typedefs import Middleware
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -157,9 +157,21 @@ async def cancel_at(
     if task.cancelled():
         return driven.points, "cancelled"
     exc = task.exception()
+    if _only_cancellations(exc):
+        return driven.points, "cancelled"
     if exc is not None:
         return driven.points, f"raised {type(exc).__name__}"
     return driven.points, "returned" if driven.delivered else "finished before the point"
+
+
+def _only_cancellations(exc: BaseException | None) -> bool:
+    """aiohttp's clean-up goes on through a cancelled context (so every context still gets its exit) and then
+    raises the cancellations it collected: one as itself, several as ``CleanupError(msg, [errors])``. Several
+    cancellations, nothing else, is still the cancellation reaching its caller."""
+    if not isinstance(exc, web_app.CleanupError) or len(exc.args) < 2:
+        return False
+    errors = list(exc.args[1])
+    return bool(errors) and all(isinstance(e, asyncio.CancelledError) for e in errors)
 
 
 async def explore(

@@ -30,9 +30,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from app import cancelmap
 from app.db import fetch_all, fetch_one
 from app.factory import create_app
-from app.keys import admin_db_key, db_key, plans_key, settings_key, variants_key
+from app.keys import admin_db_key, db_key, gates_key, plans_key, settings_key, variants_key
 from app.migrate import migrate
-from app.scenarios import MAP_TARGETS
+from app.scenarios import MAP_TARGETS, shield
 from app.settings import VARIANTS, Settings, Variant, database_name, with_database
 
 from . import _plumbing
@@ -62,7 +62,11 @@ def app_of(client: TestClient) -> web.Application:
 
 async def quiet(client: TestClient, variant: Variant) -> list[str]:
     """Wait (bounded) until the variant has nothing in flight: no job, no pool connection in use."""
-    sub = app_of(client)[variants_key][variant]
+    return await quiet_app(app_of(client), variant)
+
+
+async def quiet_app(app: web.Application, variant: Variant) -> list[str]:
+    sub = app[variants_key][variant]
     scheduler = aiojobs.aiohttp.get_scheduler_from_app(sub)
     assert scheduler is not None
     loop = asyncio.get_running_loop()
@@ -137,20 +141,102 @@ TARGETS = {
 }
 
 
-# The app's own plumbing: no variant, and it must hold at every point.
-PLUMBING: dict[str, Callable[[Settings], _plumbing.Units]] = {
-    "hub-start": lambda s: _plumbing.hub_start(s.redis_url),
-    "hub-subscribe": lambda s: _plumbing.hub_subscribe(s.redis_url),
-    "hub-close": lambda s: _plumbing.hub_close(s.redis_url),
-    "publisher-close": lambda s: _plumbing.publisher_close(),
-    "loads-close": lambda s: _plumbing.loads_close(),
+def transfer_sweep(client: TestClient) -> _plumbing.Units:
+    """The fixed variant's recovery (at start-up, then every 30 s): ``sweep_once`` hands a transfer left
+    accepted to the scheduler. However it is cancelled, the next sweep completes it, exactly once."""
+    sub = app_of(client)[variants_key]["fixed"]
+
+    async def reset() -> None:
+        await reset_app(client)
+        await fetch_one(
+            app_of(client)[admin_db_key],
+            "INSERT INTO transfers (id, variant, from_account, to_account, amount, accepted_at)"
+            " VALUES (gen_random_uuid(), 'fixed', 'alice', 'bob', 5, now() - interval '1 minute'); SELECT 1",
+        )
+
+    async def unit() -> None:
+        await shield.sweep_once(sub, older_than=0)
+
+    async def invariant() -> list[str]:
+        problems = await quiet(client, "fixed")
+        await shield.sweep_once(sub, older_than=0)  # the next sweep
+        problems += await transfers_exactly_once(client, "fixed")
+        ledger_sql = (
+            "SELECT count(*) FROM ledger l JOIN transfers t ON t.id = l.transfer_id WHERE t.variant = 'fixed'"
+        )
+        (ledger,) = await fetch_one(app_of(client)[admin_db_key], ledger_sql)
+        if ledger != 2:
+            problems.append(f"{ledger} ledger rows for one transfer (2 expected)")
+        if (gate := sub[gates_key].transfers).in_flight:
+            problems.append(f"{gate.in_flight} admission place(s) never given back")
+        return problems
+
+    return _plumbing.Units(reset, unit, invariant)
+
+
+def shutdown(client: TestClient, variant: Variant) -> _plumbing.Units:
+    """The variant's shutdown (``on_shutdown``, then its cleanup contexts, as on SIGTERM) with three transfers
+    in flight, cancelled at each of its points (a second signal, a supervisor giving up). What must hold: every
+    transfer answered 202 lands exactly once — during the drain, or at the next start (its sweep) — and the
+    money adds up. Broken's bare tasks are cancelled at shutdown: it loses them."""
+    settings = app_of(client)[settings_key]
+    servers: list[TestServer] = []
+    accepted: list[int] = []
+
+    async def reset() -> None:
+        await reset_app(client)
+        server = TestServer(create_app(settings))
+        await server.start_server()
+        servers.append(server)
+        ok = 0
+        async with aiohttp.ClientSession() as http:
+            for _ in range(3):
+                url = server.make_url(f"/{variant}/transfers?hold=0.1")
+                async with http.post(url, json=TRANSFER) as resp:
+                    ok += resp.status == 202
+        accepted.append(ok)
+
+    async def unit() -> None:
+        await servers[-1].close()
+
+    async def invariant() -> list[str]:
+        await servers[-1].close()  # a close that was cancelled: what is left of it (the process would exit)
+        restarted = TestServer(create_app(settings))  # the next start: its sweep completes what is left
+        await restarted.start_server()
+        try:
+            problems = await quiet_app(restarted.app, variant)
+        finally:
+            await restarted.close()
+        problems += await transfers_exactly_once(client, variant)
+        if accepted[-1] != 3:
+            problems.append(f"only {accepted[-1]} of 3 transfers accepted before the shutdown")
+        return problems
+
+    return _plumbing.Units(reset, unit, invariant)
+
+
+# Pieces of a variant's life beyond one request, explored like the app's plumbing, for each variant.
+LIFECYCLE: dict[str, Callable[[TestClient, Variant], _plumbing.Units]] = {"shutdown": shutdown}
+
+# The app's own plumbing: no variant (the fixed side's), and it must hold at every point.
+PLUMBING: dict[str, Callable[[TestClient], _plumbing.Units]] = {
+    "hub-start": lambda c: _plumbing.hub_start(app_of(c)[settings_key].redis_url),
+    "hub-subscribe": lambda c: _plumbing.hub_subscribe(app_of(c)[settings_key].redis_url),
+    "hub-close": lambda c: _plumbing.hub_close(app_of(c)[settings_key].redis_url),
+    "publisher-close": lambda c: _plumbing.publisher_close(),
+    "loads-close": lambda c: _plumbing.loads_close(),
+    "transfer-sweep": transfer_sweep,
 }
 
 
-async def reset(client: TestClient, target: Target) -> None:
+async def reset_app(client: TestClient) -> None:
     """The app's own ``POST /api/reset``: empty tables, the variants' leftover backends ended, fresh pools."""
     async with client.post("/api/reset") as resp:
         assert resp.status == 200, await resp.text()
+
+
+async def reset(client: TestClient, target: Target) -> None:
+    await reset_app(client)
     admin = app_of(client)[admin_db_key]
     if target.name == "export":  # 150 rows: two chunks to stream
         await fetch_one(
@@ -218,7 +304,9 @@ async def run(args: argparse.Namespace) -> int:
             )
             for variant in variants:
                 if plumbing:
-                    trials = await PLUMBING[name](settings).explore(depth=args.depth)
+                    trials = await PLUMBING[name](client).explore(depth=args.depth)
+                elif name in LIFECYCLE:
+                    trials = await LIFECYCLE[name](client, variant).explore(depth=args.depth)
                 else:
                     trials = await explore_target(client, TARGETS[name], variant, depth=args.depth)
                 found = cancelmap.as_json(trials)

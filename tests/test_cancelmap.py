@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from collections.abc import Callable, Coroutine
+
+from aiohttp import web_app
 
 from app import cancelmap
 from app.settings import Settings
@@ -113,3 +116,36 @@ async def test_the_readme_example() -> None:
     trials = await cancelmap.explore(lambda: handle(True), reset=reset, invariant=invariant)
     assert [t.held for t in trials] == [False, True]
     assert trials[0].violations == ["1 connection(s) leaked"]
+
+
+async def test_aiohttps_collected_cancellations_still_count_as_the_cancel() -> None:
+    """aiohttp's clean-up runs every context's exit through a cancel and raises what it collected: several
+    cancellations arrive as ``CleanupError``. That is the cancel reaching the caller; anything else is not."""
+
+    def raising(*errors: BaseException) -> Callable[[], Coroutine[None, None, None]]:
+        async def unit() -> None:
+            await asyncio.sleep(0)
+            raise web_app.CleanupError("Multiple errors on cleanup stage", list(errors))
+
+        return unit
+
+    cancelled = raising(asyncio.CancelledError(), asyncio.CancelledError())
+    mixed = raising(asyncio.CancelledError(), RuntimeError("pool closed"))
+    assert (await cancelmap.cancel_at(cancelled, ()))[1] == "cancelled"
+    assert (await cancelmap.cancel_at(mixed, ()))[1] == "raised CleanupError"
+
+
+async def test_a_variants_shutdown_cancelled_anywhere(settings: Settings) -> None:
+    """SIGTERM's shutdown with three transfers in flight, cancelled at each point and again inside its
+    clean-up: fixed lands every accepted transfer exactly once (in the drain, or at the next start); broken's
+    bare tasks lose them."""
+    served = await explore.served(dataclasses.replace(settings, explore=True))
+    try:
+        broken = await explore.shutdown(served, "broken").explore(depth=1)
+        fixed = await explore.shutdown(served, "fixed").explore(depth=2)
+        sweep = await explore.transfer_sweep(served).explore(depth=2)
+    finally:
+        await served.close()
+    assert any("never committed" in " ".join(t.violations) for t in broken), cancelmap.table(broken)
+    assert fixed and all(t.held for t in fixed), cancelmap.table(fixed)
+    assert sweep and all(t.held for t in sweep), cancelmap.table(sweep)

@@ -26,5 +26,7 @@ def scenario_of(scenarios: Iterable[Scenario]) -> dict[str, str]:
 RESET_SQL = reset_sql(SCENARIOS)
 
 # The cancellation map's targets (scripts.explore): each scenario's handlers, then the app's own plumbing.
-PLUMBING_TARGETS = ("hub-start", "hub-subscribe", "hub-close", "publisher-close", "loads-close")
+PLUMBING_TARGETS = (
+    *("hub-start", "hub-subscribe", "hub-close", "publisher-close", "loads-close", "transfer-sweep"),
+)
 MAP_TARGETS = (*(target for scenario in SCENARIOS for target in scenario.targets), *PLUMBING_TARGETS)

@@ -444,5 +444,5 @@ SCENARIO = Scenario(
         spark_label="transfers not committed",
     ),
     load=Load(requests=200, dashboard_args=("--spawn-app",)),
-    targets=("transfers", "export"),
+    targets=("transfers", "export", "shutdown"),
 )
