@@ -3,7 +3,10 @@ rebuildable by ``/api/reset``; and a small admin pool."""
 
 from __future__ import annotations
 
+import asyncio
 import traceback
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -52,8 +55,27 @@ class VariantDb:
             await self._pool.wait_closed()
 
 
+@asynccontextmanager
+async def acquired(pool: aiopg.Pool) -> AsyncIterator[aiopg.Connection]:
+    """``pool.acquire()``, raising a cancellation that aiopg swallowed while it opened or gave back a connection
+    (its ``connect`` awaits with ``wait_for``: on Python 3.11 a cancel landing with the result is lost). Found by
+    the cancellation map: the sweep, cancelled while the pool connected, ran on as if nobody had asked."""
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
+
+    def swallowed() -> bool:
+        return task is not None and task.cancelling() > before
+
+    async with pool.acquire() as conn:
+        if swallowed():
+            raise asyncio.CancelledError
+        yield conn
+    if swallowed():
+        raise asyncio.CancelledError
+
+
 async def fetch_one(pool: aiopg.Pool, sql: str, args: object = None) -> tuple[object, ...]:
-    async with pool.acquire() as conn, conn.cursor() as cur:
+    async with acquired(pool) as conn, conn.cursor() as cur:
         await checked(cur.execute(sql, args))
         row = await cur.fetchone()
     assert row is not None
@@ -61,7 +83,7 @@ async def fetch_one(pool: aiopg.Pool, sql: str, args: object = None) -> tuple[ob
 
 
 async def fetch_all(pool: aiopg.Pool, sql: str, args: object = None) -> list[tuple[object, ...]]:
-    async with pool.acquire() as conn, conn.cursor() as cur:
+    async with acquired(pool) as conn, conn.cursor() as cur:
         await checked(cur.execute(sql, args))
         return [tuple(row) for row in await cur.fetchall()]
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
+import aiopg
 import pytest
 
-from app.db import checked
+from app.db import acquired, checked
+from app.settings import Settings
 
 
 async def swallowing() -> str:
@@ -57,3 +61,37 @@ async def test_a_timeout_still_reads_as_a_timeout() -> None:
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.01):
             await checked(slow_then_swallowed())
+
+
+class SwallowingPool:
+    """A real aiopg pool whose ``acquire`` loses a cancel on the way, as aiopg's ``connect`` does on 3.11 when
+    the cancel lands with the connection's readiness (its own ``wait_for``)."""
+
+    def __init__(self, pool: aiopg.Pool) -> None:
+        self.pool = pool
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[aiopg.Connection]:
+        await swallowing()
+        async with self.pool.acquire() as conn:
+            yield conn
+
+
+async def test_a_cancel_swallowed_while_the_pool_connects_is_raised_again(settings: Settings) -> None:
+    """(Found by the map: ``transfer-sweep`` point 2, the sweep's first query, "returned" after its cancel
+    while the pool opened a connection; ``acquired`` raises it, and gives the connection back.)"""
+    async with aiopg.create_pool(settings.database_url, minsize=0, maxsize=1) as pool:
+        ran = []
+
+        async def sweep(acquire: Callable[[], Any]) -> None:
+            async with acquire() as conn, conn.cursor() as cur:
+                await cur.execute("SELECT 1")
+                ran.append("query ran after the cancel")
+
+        swallowing_pool = SwallowingPool(pool)
+        await asyncio.create_task(sweep(swallowing_pool.acquire))  # the trap: it runs on
+        assert ran == ["query ran after the cancel"]
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.create_task(sweep(lambda: acquired(swallowing_pool)))  # type: ignore[arg-type]
+        assert ran == ["query ran after the cancel"]
+        assert pool.freesize == pool.size  # the connection went back

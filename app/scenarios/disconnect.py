@@ -20,7 +20,7 @@ from aiopg import Cursor
 
 from .. import openapi, resources, validation
 from ..admission import protected
-from ..db import checked, fetch_one
+from ..db import acquired, checked, fetch_one
 from ..keys import admin_db_key, db_key, gates_key, long_reads_key, probe_key, variant_key
 from ..scenario import Card, Figure, Load, Route, Scenario, of, shared
 from ..state import VariantState
@@ -69,7 +69,7 @@ async def fixed_slow_report(request: web.Request) -> web.Response:
     passed = request.app[gates_key].reports.enter()
     pid, handed_over = None, False
     try:
-        async with request.app[db_key].pool.acquire() as conn, conn.cursor() as cur:
+        async with acquired(request.app[db_key].pool) as conn, conn.cursor() as cur:
             pid = await conn.get_backend_pid()
             await cur.execute("SET client_connection_check_interval = 100")
             orders = await _run_report(request, cur, seconds)
