@@ -123,6 +123,9 @@ class Pitfall:
     broken: Work
     fixed: Work
     measure: Callable[[Work], Awaitable[Result]]
+    # Is the trap a cancel that goes wrong at an await? Then the cancellation map, cancelling ``measure`` at
+    # each of its awaits, reproduces it on broken. Otherwise the map only shows that both let a cancel through.
+    cancel_trap: bool = False
 
     async def run(self, variant: Variant) -> Result:
         return await self.measure(self.broken if variant == "broken" else self.fixed)

@@ -29,10 +29,13 @@ class Units:
     unit: Step
     invariant: Callable[[], Awaitable[list[str]]]
     finish: Step | None = None  # after the last trial: close what the trials left open for the next one
+    limit: int = 200  # suspension points explored at the most
 
     async def explore(self, *, depth: int = 1) -> list[cancelmap.Trial]:
         try:
-            return await cancelmap.explore(self.unit, reset=self.reset, invariant=self.invariant, depth=depth)
+            return await cancelmap.explore(
+                self.unit, reset=self.reset, invariant=self.invariant, depth=depth, limit=self.limit
+            )
         finally:
             if self.finish is not None:
                 await self.finish()

@@ -11,7 +11,8 @@ from collections.abc import Callable, Coroutine
 from aiohttp import web_app
 
 from app import cancelmap
-from app.settings import Settings
+from app.scenarios.cancellation import PITFALLS
+from app.settings import VARIANTS, Settings, Variant
 from scripts import explore
 
 
@@ -149,3 +150,26 @@ async def test_a_variants_shutdown_cancelled_anywhere(settings: Settings) -> Non
     assert any("never committed" in " ".join(t.violations) for t in broken), cancelmap.table(broken)
     assert fixed and all(t.held for t in fixed), cancelmap.table(fixed)
     assert sweep and all(t.held for t in sweep), cancelmap.table(sweep)
+
+
+async def test_the_gallery_on_the_map(settings: Settings) -> None:
+    """Each gallery pitfall's run, cancelled at each of its awaits: broken fails where its trap is a cancel at
+    an await (swallowed-cancel, wait-for-race, slow-cleanup-timeout), every fixed one holds. Before: the fixed
+    gather-orphans lost an outside cancel that came while its TaskGroup tore down (3.11/3.12 drop it), and the
+    wait-for-race and self-cancel runs swallowed the caller's cancel or left a task behind."""
+    served = await explore.served(dataclasses.replace(settings, explore=True))
+    maps: dict[tuple[str, Variant], list[cancelmap.Trial]] = {}
+    try:
+        for name in PITFALLS:
+            for variant in VARIANTS:
+                maps[name, variant] = await explore.gallery(served, name, variant).explore()
+    finally:
+        await served.close()
+    for (name, variant), trials in maps.items():
+        verdict = "reproduced" if any(not t.held for t in trials) else "held"
+        assert verdict == explore.expected(name, variant), (name, variant, cancelmap.table(trials))
+    assert {name for name, p in PITFALLS.items() if p.cancel_trap} == {
+        "swallowed-cancel",
+        "wait-for-race",
+        "slow-cleanup-timeout",
+    }

@@ -75,4 +75,5 @@ SCENARIO = Scenario(
         shared("GET", "/pitfalls", list_pitfalls, openapi.operation("the gallery")),
         shared("GET", "/pitfalls/{name}", run_pitfall, openapi.operation("what happened", params=[NAME])),
     ),
+    targets=tuple(PITFALLS),  # each pitfall's measure, cancelled at each of its awaits
 )

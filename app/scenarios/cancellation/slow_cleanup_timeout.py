@@ -56,4 +56,4 @@ async def measure(work: Any) -> dict[str, Any]:
     }
 
 
-PITFALL = Pitfall("slow-cleanup-timeout", broken_work, fixed_work, measure)
+PITFALL = Pitfall("slow-cleanup-timeout", broken_work, fixed_work, measure, cancel_trap=True)

@@ -61,4 +61,4 @@ async def measure(work: Any) -> dict[str, Any]:
     }
 
 
-PITFALL = Pitfall("swallowed-cancel", broken_work, fixed_work, measure)
+PITFALL = Pitfall("swallowed-cancel", broken_work, fixed_work, measure, cancel_trap=True)

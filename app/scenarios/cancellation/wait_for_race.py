@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ... import tasks
 from ...scenario import Pitfall
 
 TRIES = 1000
@@ -30,18 +31,25 @@ async def fixed_wait(fut: asyncio.Future[int]) -> int:
 
 async def measure(wait: Callable[[asyncio.Future[int]], Coroutine[Any, Any, int]]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
+    me = asyncio.current_task()
+    assert me is not None
+    ours = me.cancelling()
     swallowed = 0
     for _ in range(TRIES):
         fut: asyncio.Future[int] = loop.create_future()
         task = asyncio.create_task(wait(fut))
-        await asyncio.sleep(0)  # the task is now waiting on fut
-        fut.set_result(42)  # the result arrives...
-        task.cancel()  # ...and the cancellation, in the same iteration
         try:
-            await task
-            swallowed += 1  # it returned normally: the cancel was lost
-        except asyncio.CancelledError:
-            pass
+            await asyncio.sleep(0)  # the task is now waiting on fut
+            fut.set_result(42)  # the result arrives...
+            task.cancel()  # ...and the cancellation, in the same iteration
+            try:
+                await task
+                swallowed += 1  # it returned normally: the cancel was lost
+            except asyncio.CancelledError:
+                if me.cancelling() > ours:  # not the experiment's cancel: ours (a hang-up), so pass it on
+                    raise
+        finally:
+            await tasks.stop(task)  # a hang-up mid-race leaves no waiter behind
     trap = swallowed > 0
     version = ".".join(map(str, sys.version_info[:3]))
     return {
@@ -57,4 +65,4 @@ async def measure(wait: Callable[[asyncio.Future[int]], Coroutine[Any, Any, int]
     }
 
 
-PITFALL = Pitfall("wait-for-race", broken_wait, fixed_wait, measure)
+PITFALL = Pitfall("wait-for-race", broken_wait, fixed_wait, measure, cancel_trap=True)
