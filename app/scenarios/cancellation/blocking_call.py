@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -49,6 +50,7 @@ async def measure(step: Any) -> dict[str, Any]:
             last = now
 
     tick = asyncio.create_task(ticker(), name="blocking-call-ticker")
+    probe: asyncio.Future[float] | None = None
     try:
         await ticking.wait()
         probe = asyncio.get_running_loop().run_in_executor(None, _healthz_latency, server_url.get() + "/healthz")
@@ -56,6 +58,8 @@ async def measure(step: Any) -> dict[str, Any]:
         latency = await probe
         await asyncio.sleep(0.05)  # the ticker's next turn records the stall, if there was one
     finally:
+        if probe is not None and not probe.done():  # a hang-up: the thread ends on its own (10 s at most)
+            probe.add_done_callback(lambda f: f.cancelled() or f.exception())
         await tasks.stop(tick)
     stall = max(gaps, default=0.0)
     trap = stall >= BLOCK * 0.8
@@ -69,9 +73,13 @@ async def measure(step: Any) -> dict[str, Any]:
 
 
 def _healthz_latency(url: str) -> float:
+    """How long /healthz takes to answer, whatever it answers (a 503 is an answer too: closed, and timed)."""
     started = time.monotonic()
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        resp.read()
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            resp.read()
+    except urllib.error.HTTPError as exc:
+        exc.close()
     return time.monotonic() - started
 
 
