@@ -14,8 +14,12 @@ Only public coroutine attributes are read (``cr_await``, ``cr_frame``, ``gi_yiel
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import linecache
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+import logging
+import warnings
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -25,6 +29,8 @@ from aiohttp import web, web_app
 from aiohttp.typedefs import Middleware
 
 PROJECT = Path(__file__).resolve().parent.parent
+NOT_REACHED = ("finished", "finished before the point")  # the run ended before the point to cancel at
+LEAKS = ("Task was destroyed but it is pending", "exception was never retrieved", "was never awaited")
 SETTLE = 5.0  # how long a cancelled unit may take to finish its cleanup before it counts as hung
 
 
@@ -49,6 +55,12 @@ class Trial:
     @property
     def held(self) -> bool:
         return not self.violations
+
+    @property
+    def reached(self) -> bool:
+        """Whether this run got as far as the point: a run with fewer points than the recorded ones is a finding
+        about the unit (its cancellation points are not the same every run), reported apart, not a violation."""
+        return self.outcome not in NOT_REACHED
 
 
 def chain(coro: Any) -> list[Any]:
@@ -164,6 +176,34 @@ async def cancel_at(
     return driven.points, "returned" if driven.delivered else "finished before the point"
 
 
+class _Leaks(logging.Handler):
+    """What asyncio and the interpreter say about work left behind, during one trial: a task destroyed while
+    pending, a task's or future's exception never retrieved (asyncio's log), a coroutine never awaited (a
+    warning). Collected after a garbage collection, so what the trial dropped is found in the same trial."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.found: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        self.found += [f"asyncio: {leak}" for leak in LEAKS if leak in message]
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[list[str]]:
+        gc.collect()  # what earlier runs dropped is theirs, not this trial's
+        logger = logging.getLogger("asyncio")
+        logger.addHandler(self)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            try:
+                yield self.found
+            finally:
+                gc.collect()
+                logger.removeHandler(self)
+        self.found += [f"warning: {w.message}" for w in caught if "never awaited" in str(w.message)]
+
+
 def _only_cancellations(exc: BaseException | None) -> bool:
     """aiohttp's clean-up goes on through a cancelled context (so every context still gets its exit) and then
     raises the cancellations it collected: one as itself, several as ``CleanupError(msg, [errors])``. Several
@@ -193,10 +233,15 @@ async def explore(
     async def trial(cancels: tuple[int, ...]) -> tuple[list[Point], Trial]:
         if reset is not None:
             await reset()
-        points, outcome = await cancel_at(unit, cancels, settle=settle)
-        violations = [] if outcome == expect else [f"caller saw {outcome!r}, expected {expect!r}"]
-        if invariant is not None:
-            violations += await invariant()
+        leaks = _Leaks()
+        with leaks.watching():
+            points, outcome = await cancel_at(unit, cancels, settle=settle)
+            violations = (
+                [] if outcome in (expect, *NOT_REACHED) else [f"caller saw {outcome!r}, expected {expect!r}"]
+            )
+            if invariant is not None:
+                violations += await invariant()
+        violations += leaks.found
         k, second = cancels[0], (cancels[1] - cancels[0] if len(cancels) > 1 else None)
         return points, Trial(
             k, _nth(points, k), outcome, violations, second, _nth(points, cancels[1]) if second else None
@@ -204,8 +249,10 @@ async def explore(
 
     if reset is not None:
         await reset()
-    recorded = await record(unit, settle=settle)
-    trials = []
+    leaks = _Leaks()
+    with leaks.watching():
+        recorded = await record(unit, settle=settle)
+    trials = [Trial(0, None, "finished", leaks.found)] if leaks.found else []  # uncancelled, and yet
     for k in range(1, min(len(recorded), limit) + 1):
         points, first = await trial((k,))
         trials.append(first)
@@ -226,7 +273,8 @@ def table(trials: list[Trial]) -> str:
         point = t.second_point if t.second else t.point
         where = f"{point.where} {point.line}" if point else "?"
         k = f"{t.k}+{t.second}" if t.second else f"{t.k}"
-        lines.append(f"{k:>5}  {where[:70]:<70}  {t.outcome:<12}  {'; '.join(t.violations) or 'held'}")
+        verdict = "; ".join(t.violations) or ("held" if t.reached else "not reached in this run (fewer points)")
+        lines.append(f"{k:>5}  {where[:70]:<70}  {t.outcome:<12}  {verdict}")
     return "\n".join(lines)
 
 
@@ -291,9 +339,11 @@ async def explore_http(
     async def run(cancels: tuple[int, ...]) -> tuple[list[Point], str, list[str]]:
         await reset()
         plan = Plan(cancels=cancels)
-        outcome = await send(plan)
-        problems = await invariant()  # also lets the run settle before the next one
-        return plan.points, outcome, problems
+        leaks = _Leaks()
+        with leaks.watching():
+            outcome = await send(plan)
+            problems = await invariant()  # also lets the run settle before the next one
+        return plan.points, outcome, problems + leaks.found
 
     await run(())  # warm up: the first run also opens pool connections, which later runs do not
     recorded = [(await run(()))[0] for _ in range(2)]
@@ -307,7 +357,7 @@ async def explore_http(
             if len(cancels) > 1 and len(points) < cancels[1]:
                 break  # past the end of this cleanup
             violations = (
-                [] if outcome == expect else [f"handler saw {outcome!r}, expected {expect!r}"]
+                [] if outcome in (expect, *NOT_REACHED) else [f"handler saw {outcome!r}, expected {expect!r}"]
             ) + problems
             second = (cancels[1] - k, _nth(points, cancels[1])) if len(cancels) > 1 else (None, None)
             trials.append(Trial(k, _nth(points, k), outcome, violations, *second))
@@ -319,6 +369,7 @@ def as_json(trials: list[Trial]) -> dict[str, Any]:
         "points": len([t for t in trials if t.k and not t.second]),
         "trials_run": len(trials),
         "violating": [f"{t.k}+{t.second}" if t.second else t.k for t in trials if not t.held],
+        "not_reached": [f"{t.k}+{t.second}" if t.second else t.k for t in trials if t.k and not t.reached],
         "trials": [
             {
                 "k": t.k,

@@ -184,8 +184,10 @@ def shutdown(client: TestClient, variant: Variant) -> _plumbing.Units:
     settings = app_of(client)[settings_key]
     servers: list[TestServer] = []
     accepted: list[int] = []
+    before: list[set[asyncio.Task[Any]]] = []
 
     async def reset() -> None:
+        before.append(asyncio.all_tasks())
         await reset_app(client)
         server = TestServer(create_app(settings))
         await server.start_server()
@@ -202,11 +204,13 @@ def shutdown(client: TestClient, variant: Variant) -> _plumbing.Units:
         await servers[-1].close()
 
     async def invariant() -> list[str]:
-        await servers[-1].close()  # a close that was cancelled: what is left of it (the process would exit)
+        # A close that was cancelled ends the process: what ``run_app`` does then is cancel every task left
+        # and wait for them. A task that does not end then would hold the process up.
+        problems = await tasks_left(before[-1], grace=0, then_cancel=True)
         restarted = TestServer(create_app(settings))  # the next start: its sweep completes what is left
         await restarted.start_server()
         try:
-            problems = await quiet_app(restarted.app, variant)
+            problems += await quiet_app(restarted.app, variant)
         finally:
             await restarted.close()
         problems += await transfers_exactly_once(client, variant)
@@ -236,16 +240,28 @@ def gallery(client: TestClient, name: str, variant: Variant) -> _plumbing.Units:
         await pitfall.measure(work)
 
     async def invariant() -> list[str]:
-        mine = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 0.5
-        while left := [t for t in asyncio.all_tasks() - before[-1] if t is not mine and not t.done()]:
-            if loop.time() >= deadline:
-                return [f"{len(left)} task(s) it started still running: {', '.join(t.get_name() for t in left)}"]
-            await asyncio.sleep(0.02)
-        return []
+        return await tasks_left(before[-1], grace=0.5)
 
     return _plumbing.Units(reset, unit, invariant, limit=GALLERY_POINTS)
+
+
+async def tasks_left(before: set[asyncio.Task[Any]], *, grace: float, then_cancel: bool = False) -> list[str]:
+    """Tasks started since ``before`` that are still running ``grace`` seconds from now (none, or a violation).
+    ``then_cancel``: cancel those first, as ``run_app`` does at exit, and report only those that do not end
+    within 3 s of it."""
+    mine = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if then_cancel:
+        for task in asyncio.all_tasks() - before - {mine}:
+            task.cancel()
+        grace = 3.0
+    deadline = loop.time() + grace
+    while left := [t for t in asyncio.all_tasks() - before if t is not mine and not t.done()]:
+        if loop.time() >= deadline:
+            names = ", ".join(f"{t.get_name()} ({t.get_coro().__qualname__})" for t in left)  # type: ignore[union-attr]
+            return [f"{len(left)} task(s) it started still running: {names}"]
+        await asyncio.sleep(0.02)
+    return []
 
 
 def expected(name: str, variant: Variant) -> str:
@@ -358,6 +374,9 @@ async def run(args: argparse.Namespace) -> int:
                 violating = ", ".join(map(str, found["violating"])) or "none"
                 points, runs = found["points"], found["trials_run"]
                 print(f"\n{title}: {points} suspension points, {runs} trials, violating: {violating}")
+                if found["not_reached"]:
+                    short = ", ".join(map(str, found["not_reached"]))
+                    print(f"  nondeterministic: runs ended before point(s) {short}")
                 print(cancelmap.table(trials))
                 print(f"VERDICT: {verdict}")
                 ok = ok and verdict == expected(name, variant)

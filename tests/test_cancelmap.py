@@ -173,3 +173,42 @@ async def test_the_gallery_on_the_map(settings: Settings) -> None:
         "wait-for-race",
         "slow-cleanup-timeout",
     }
+
+
+async def test_work_left_behind_is_a_violation() -> None:
+    """A task dropped while pending, or a coroutine never awaited, during a trial: each is reported in that
+    trial's violations, as asyncio and the interpreter say it, although the unit let the cancel through."""
+
+    async def drops_a_task() -> None:
+        loop = asyncio.get_running_loop()
+        asyncio.ensure_future(_wait_for_nothing(loop.create_future()))  # noqa: RUF006 (the bug)
+        await asyncio.sleep(0)
+
+    async def forgets_an_await() -> None:
+        asyncio.sleep(0)  # type: ignore[unused-coroutine]  # the bug
+        await asyncio.sleep(0)
+
+    dropped = await cancelmap.explore(drops_a_task)
+    forgot = await cancelmap.explore(forgets_an_await)
+    assert any("Task was destroyed but it is pending" in v for t in dropped for v in t.violations), dropped
+    assert any("never awaited" in v for t in forgot for v in t.violations), forgot
+
+
+async def _wait_for_nothing(fut: asyncio.Future[None]) -> None:
+    await fut
+
+
+async def test_a_run_with_fewer_points_is_reported_apart() -> None:
+    """Points that differ between runs are a finding about the unit (not the same cancellation points every
+    run), listed as not reached, not counted as a violation of what must hold."""
+    runs: list[int] = []
+
+    async def shrinking() -> None:
+        runs.append(1)
+        for _ in range(3 if len(runs) == 1 else 2):  # the recorded run suspends 3 times, later ones twice
+            await asyncio.sleep(0)
+
+    trials = await cancelmap.explore(shrinking)
+    found = cancelmap.as_json(trials)
+    assert (found["violating"], found["not_reached"]) == ([], [3]), cancelmap.table(trials)
+    assert "not reached" in cancelmap.table(trials)
