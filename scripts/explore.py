@@ -68,6 +68,8 @@ async def quiet(client: TestClient, variant: Variant) -> list[str]:
 
 
 async def quiet_app(app: web.Application, variant: Variant) -> list[str]:
+    """Wait (bounded) until nothing of the variant is in flight; then no server backend of its role may be left
+    inside a transaction (one a cancel interrupted and nobody rolled back would hold its locks)."""
     sub = app[variants_key][variant]
     scheduler = aiojobs.aiohttp.get_scheduler_from_app(sub)
     assert scheduler is not None
@@ -76,9 +78,16 @@ async def quiet_app(app: web.Application, variant: Variant) -> list[str]:
     while loop.time() < deadline:
         pool = sub[db_key].pool
         if scheduler.active_count + scheduler.pending_count == 0 and pool.size == pool.freesize:
-            return []
+            break
         await asyncio.sleep(0.02)
-    return ["did not settle: work still in flight"]
+    else:
+        return ["did not settle: work still in flight"]
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND usename = %s"
+        " AND state LIKE 'idle in transaction%%'"
+    )
+    (idle,) = await fetch_one(app[admin_db_key], sql, (app[settings_key].role(variant),))
+    return [f"{idle} backend(s) left idle in a transaction"] if idle else []
 
 
 async def orders_whole(client: TestClient, variant: Variant) -> list[str]:

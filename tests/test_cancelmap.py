@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 from collections.abc import Callable, Coroutine
 
+import psycopg2
 from aiohttp import web_app
 
 from app import cancelmap
@@ -212,3 +213,18 @@ async def test_a_run_with_fewer_points_is_reported_apart() -> None:
     found = cancelmap.as_json(trials)
     assert (found["violating"], found["not_reached"]) == ([], [3]), cancelmap.table(trials)
     assert "not reached" in cancelmap.table(trials)
+
+
+async def test_a_transaction_left_open_is_a_violation(settings: Settings) -> None:
+    """Every handler target's invariant starts by waiting until its variant is quiet; then a backend of the
+    variant's role still inside a transaction (a cancel that interrupted it, nobody rolled back) is reported."""
+    served = await explore.served(dataclasses.replace(settings, explore=True))
+    conn = psycopg2.connect(settings.variant_dsn("fixed"))
+    try:
+        assert await explore.quiet(served, "fixed") == []
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")  # psycopg2 opened a transaction and leaves it open
+        assert await explore.quiet(served, "fixed") == ["1 backend(s) left idle in a transaction"]
+    finally:
+        conn.close()
+        await served.close()
