@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
 
+import psycopg2
 from aiohttp import web
 
 from .factory import create_app
@@ -24,10 +27,25 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env(**overrides)
 
     if args.command == "migrate":
-        done = rollback(settings.database_url, args.rollback) if args.rollback else migrate(settings.database_url)
+        try:
+            done = (
+                rollback(settings.database_url, args.rollback) if args.rollback else migrate(settings.database_url)
+            )
+        except psycopg2.OperationalError as exc:
+            raise SystemExit(
+                f"cannot reach Postgres at {mask(settings.database_url)}: {first_line(exc)}\n"
+                "start it (README, 'The two commands'): "
+                "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+            ) from None
         verb = "rolled back" if args.rollback else "applied"
         print(f"{mask(settings.database_url)}: {verb} {', '.join(done) or 'nothing (up to date)'}")
         return
+    taken = _taken(settings.host, settings.port)
+    if taken:
+        raise SystemExit(
+            f"cannot listen on {settings.host}:{settings.port}: {taken} (another `make run`?); "
+            f"use another port: APP_PORT={settings.port + 1} make run"
+        )
 
     # handler_cancellation=True: a client that hangs up cancels its handler at the current await. aiohttp
     # turned this off by default in 3.9; production stacks (and aiohttp's own test server) still run with it,
@@ -41,10 +59,24 @@ def main(argv: list[str] | None = None) -> None:
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         print=lambda _: print(
             f"asyncio-pitfalls on http://{settings.host}:{settings.port} "
-            f"(handler_cancellation=True, db {mask(settings.database_url)})",
+            f"(handler_cancellation=True, db {mask(settings.database_url)}, redis {mask(settings.redis_url)})",
             flush=True,
         ),
     )
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _taken(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on right now (None: it can). Checked before the app starts, so the
+    answer is one line instead of a traceback from deep inside the server's start-up."""
+    try:
+        with socket.create_server((host, port), reuse_port=False):
+            return None
+    except OSError as exc:
+        return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .db import connection_lost
+from .logs import Throttled
 
 log = logging.getLogger("app")
+throttled = Throttled(log)  # database errors: one line per cause per second
 
 
 def json_error(status: int, message: str, **extra: object) -> web.Response:
@@ -56,7 +58,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except (json.JSONDecodeError, UnicodeDecodeError):
         return json_error(400, "body is not valid JSON")
     except psycopg2.Error as exc:
-        log.warning("%s %s: database error: %s", request.method, request.path, type(exc).__name__)
+        # The server's own words, once a second per kind ("too many connections for role ...": the cause the
+        # README describes), with a count of the rest: the broken variant's flood cannot drown the log.
+        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0].removeprefix("FATAL:").strip()
+        throttled.warning(cause, "%s %s: database error: %s", request.method, request.path, cause)
         return database_error(exc)
     except AssertionError as exc:
         if not connection_lost(exc):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from functools import partial
 
 from aiohttp import web
@@ -12,7 +16,7 @@ from app import ops, tasks
 from app.factory import create_app
 from app.keys import db_key, hub_key, probe_key, redis_key, variants_key
 from app.settings import VARIANTS, Settings, with_database
-from tests.helpers import Callers, free_port, get_json, poll, variant_state
+from tests.helpers import ROOT, Callers, free_port, get_json, poll, variant_state
 
 
 async def test_healthz_ok(client: TestClient) -> None:
@@ -148,3 +152,29 @@ async def test_healthz_says_503_when_the_hub_is_not_listening(client: TestClient
     await tasks.stop(hub._task)
     resp = await client.get("/healthz")
     assert resp.status == 503 and (await resp.json())["checks"]["hub"].startswith("unavailable")
+
+
+def test_start_up_problems_are_one_line_each(settings: Settings) -> None:
+    """A taken port and a Postgres that is down: one line saying what to do, no traceback (README, #16)."""
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        serve = subprocess.run(
+            [sys.executable, "-m", "app", "--port", str(port)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert serve.returncode == 1 and "Traceback" not in serve.stderr, serve.stderr
+    assert f"APP_PORT={port + 1} make run" in serve.stderr
+    dead = settings.database_url.replace(":5432/", f":{free_port()}/")
+    migrate = subprocess.run(
+        [sys.executable, "-m", "app", "migrate"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "DATABASE_URL": dead},
+    )
+    assert migrate.returncode == 1 and "Traceback" not in migrate.stderr, migrate.stderr
+    assert "cannot reach Postgres" in migrate.stderr and "pg_ctlcluster" in migrate.stderr
