@@ -5,7 +5,6 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 VARIANT ?= broken
 BASE_URL ?= http://127.0.0.1:8080
-COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .DEFAULT_GOAL := help
 .PHONY: help install run migrate test bench lint up down demo watch pitfall explore load-disconnect load-shield load-pubsub
@@ -39,12 +38,12 @@ lint: install ## ruff and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-up: ## the stack under docker compose (ports on 127.0.0.1 only)
-	$(COMPOSE) up --build -d
+up: ## the stack under docker compose (ports on 127.0.0.1 only); without Docker it says what to use instead
+	@$(PYTHON) -m scripts.compose up
 	@echo "app on http://127.0.0.1:8080 — try: make load-disconnect VARIANT=broken"
 
 down: ## stop the compose stack
-	$(COMPOSE) down
+	@$(PYTHON) -m scripts.compose down
 
 demo: install ## conference mode: app + dashboard + aiomonitor, prints the URL and the talk (DEMO=compose: Docker)
 	$(PY) -m scripts.demo $(if $(filter compose,$(DEMO)),--compose)

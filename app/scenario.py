@@ -136,7 +136,9 @@ class Pitfall:
 
     @property
     def summary(self) -> str:
-        return (sys.modules[self.module].__doc__ or "").strip().splitlines()[0]
+        """What it shows, in one line: the first paragraph of its module's docstring, without the name."""
+        first = (sys.modules[self.module].__doc__ or "").strip().split("\n\n")[0]
+        return " ".join(first.split()).removeprefix(f"{self.name}: ").replace("``", "")
 
     @property
     def source(self) -> str:

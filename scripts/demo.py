@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import urllib.request
 
+from . import compose
 from .toolkit import AppProcess, wait_healthy
 
 SCRIPT = """
@@ -51,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     base = f"http://127.0.0.1:{args.port}"
 
     if args.compose:
-        compose = ["docker", "compose"] if shutil.which("docker") else ["docker-compose"]
-        subprocess.run([*compose, "up", "--build", "-d"], check=True)
+        command = compose.find()
+        if isinstance(command, str):
+            print(f"{command}: {compose.INSTEAD}", file=sys.stderr)
+            return 2
+        subprocess.run([*command, "up", "--build", "-d"], check=True)
         try:
             wait_healthy(base, 180)
         except RuntimeError as exc:

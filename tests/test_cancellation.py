@@ -137,3 +137,12 @@ async def test_blocking_call_never_fetches_from_the_host_header(client: TestClie
         body = await resp.json()
     assert accepted == []
     assert resp.status == 200 and body["healthz_latency_ms"] > 0, body
+
+
+async def test_the_gallery_list_says_what_each_shows(client: TestClient) -> None:
+    """``--list`` and the dashboard's rows: each pitfall's whole first paragraph on one line, not a line cut
+    mid-sentence (before: the docstring's first line)."""
+    listed = await get_json(client, "/fixed/pitfalls")
+    assert list(listed) == list(PITFALLS)
+    for name, text in listed.items():
+        assert text.endswith((".", ")", '!")')) and "``" not in text and "\n" not in text, (name, text)

@@ -117,7 +117,7 @@ function buildGallery(pitfalls) {
   const body = document.querySelector("#pitfalls tbody");
   for (const { name, summary, source } of pitfalls) {
     const cells = {};
-    const row = el("tr", {}, el("td", {}, el("code", { title: source }, name)));
+    const row = el("tr", {}, el("td", {}, el("code", { title: source }, name), el("div", { class: "summary" }, summary)));
     for (const variant of VARIANTS) {
       const button = el("button", { "data-testid": `pitfall-${name}-${variant}` }, variant);
       cells[variant] = el("td", { class: "result" }, "");
