@@ -15,6 +15,7 @@ from .admission import Gate, Gates
 from .errors import error_middleware
 from .keys import (
     admin_db_key,
+    baseline_key,
     dashboards_key,
     gates_key,
     long_reads_key,
@@ -47,6 +48,7 @@ def create_app(settings: Settings, scenarios: Sequence[Scenario] = SCENARIOS) ->
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[plans_key] = plans
     app[scenarios_key] = tuple(scenarios)
+    app[baseline_key] = {}
     app[settings_key] = settings
     app[traffic_key] = traffic
     app[metrics_key] = Metrics(traffic)

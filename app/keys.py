@@ -18,6 +18,7 @@ from .probe import Probe
 from .scenario import Scenario
 from .settings import Settings, Variant
 from .sse import Live
+from .state import VariantState
 
 # On the root application.
 settings_key = web.AppKey("settings", Settings)
@@ -25,6 +26,7 @@ probe_key = web.AppKey("probe", Probe)
 admin_db_key = web.AppKey("admin_db", aiopg.Pool)
 health_key = web.AppKey("health", Health)  # /healthz's own connections
 variants_key = web.AppKey("variants", dict[str, web.Application])
+baseline_key = web.AppKey("baseline", dict[str, VariantState])  # each variant's state at the last reset
 scenarios_key = web.AppKey("scenarios", tuple[Scenario, ...])  # what this app serves (the registry's, by default)
 plans_key = web.AppKey("explore_plans", list[Plan])  # Settings.explore: what to do with the next requests
 traffic_key = web.AppKey("traffic", Traffic)
@@ -47,6 +49,7 @@ hub_key = web.AppKey("hub", Hub)  # fixed variant only: the process's one Redis 
 __all__ = [
     "Variant",
     "admin_db_key",
+    "baseline_key",
     "dashboards_key",
     "db_key",
     "explorer_key",

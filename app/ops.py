@@ -21,6 +21,7 @@ from .db import Health, fetch_all, fetch_one
 from .errors import json_error
 from .keys import (
     admin_db_key,
+    baseline_key,
     db_key,
     health_key,
     hub_key,
@@ -163,7 +164,25 @@ async def snapshot(app: web.Application) -> Snapshot:
             },
         }
     served = app[scenarios_key]
-    return {"variants": out, "cards": cards(served, out), "pid": os.getpid()}
+    since = {variant: since_reset(state, app[baseline_key].get(variant)) for variant, state in out.items()}
+    return {"variants": out, "cards": cards(served, since), "pid": os.getpid()}
+
+
+def since_reset(state: VariantState, baseline: VariantState | None) -> VariantState:
+    """The variant's counters counted from the last reset (what the page shows: "Reset demo" resets what is on
+    screen), its gauges as they are. /metrics and /api/state keep the process's own, monotonic counters."""
+    if baseline is None:
+        return state
+    requests = {
+        scenario: {k: n - baseline["requests"].get(scenario, {}).get(k, 0) for k, n in outcomes.items()}
+        for scenario, outcomes in state["requests"].items()
+    }
+    return {
+        **state,
+        "handlers_cancelled": state["handlers_cancelled"] - baseline["handlers_cancelled"],
+        "protected_errors": state["protected_errors"] - baseline["protected_errors"],
+        "requests": requests,
+    }
 
 
 def cards(served: Iterable[Scenario], variants: dict[str, VariantState]) -> dict[str, dict[str, CardState]]:
@@ -239,6 +258,7 @@ async def reset(request: web.Request) -> web.Response:
     )
     served = request.app[scenarios_key]
     await fetch_one(admin, f"SET lock_timeout = '5s'; {scenarios.reset_sql(served)}; SELECT 1")
+    request.app[baseline_key].update((await snapshot(request.app))["variants"])  # the page counts from here
     log.info("reset: %s variant backends terminated", terminated)
     return web.json_response({"reset": True, "terminated_backends": terminated})
 

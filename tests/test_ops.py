@@ -178,3 +178,24 @@ def test_start_up_problems_are_one_line_each(settings: Settings) -> None:
     )
     assert migrate.returncode == 1 and "Traceback" not in migrate.stderr, migrate.stderr
     assert "cannot reach Postgres" in migrate.stderr and "pg_ctlcluster" in migrate.stderr
+
+
+async def test_reset_demo_resets_what_the_page_shows(client: TestClient) -> None:
+    """After "Reset demo" the cards count from zero (#16: the headline still showed the process's totals);
+    /api/state's own counters and /metrics stay monotonic, as Prometheus needs."""
+
+    async def card(figure: str) -> str:
+        figures = dict((await get_json(client, "/api/state"))["cards"]["disconnect"]["broken"]["figures"])
+        return str(figures[figure])
+
+    async with Callers(client) as callers:
+        callers.start("POST", "/broken/orders?hold=5", json={"customer": "c", "items": [{"sku": "s", "qty": 1}]})
+        await client.app[probe_key].reached("broken.hold", 1, timeout=10)
+        await callers.hang_up()
+    await poll(lambda: variant_state(client, "broken"), lambda s: s["handlers_cancelled"] == 1)
+    assert await card("handlers cancelled") == "1"
+    assert (await client.post("/api/reset")).status == 200
+    assert await card("handlers cancelled") == "0"
+    assert (await variant_state(client, "broken"))["handlers_cancelled"] == 1
+    metrics = await (await client.get("/metrics")).text()
+    assert 'pitfalls_handlers_cancelled_total{variant="broken"} 1.0' in metrics
