@@ -107,6 +107,31 @@ async def start_load(request: web.Request) -> web.Response:
     return web.json_response(runner.status(), status=202)
 
 
+async def load_report(request: web.Request) -> web.Response:
+    """A load started from a terminal (``scripts.load``) reports what it prints, so the page shows it too."""
+    if not ops.operator_allowed(request):
+        return json_error(403, "loads report from loopback or with the API token only")
+    body = await json_object(request)
+    run, scenario, variant = body.get("run"), body.get("scenario"), body.get("variant")
+    lines, code = body.get("lines"), body.get("code")
+    served = {s.name for s in request.app[scenarios_key] if s.load}
+    if (
+        not isinstance(run, str)
+        or len(run) > 64
+        or not isinstance(scenario, str)
+        or scenario not in served
+        or variant not in VARIANTS
+        or not isinstance(lines, list)
+        or len(lines) > 200
+        or not all(isinstance(line, str) and len(line) <= 1000 for line in lines)
+        or not (code is None or (isinstance(code, int) and not isinstance(code, bool)))
+    ):
+        return json_error(400, "expected run, scenario, variant, lines (at most 200 strings) and code")
+    if not request.app[loads_key].report(run, scenario, variant, lines, code if body.get("done") else None):
+        return json_error(409, "the page's own load is running")
+    return web.json_response({"shown": True}, status=202)
+
+
 async def load_status(request: web.Request) -> web.Response:
     return web.json_response(request.app[loads_key].status())
 
@@ -211,6 +236,7 @@ def setup(app: web.Application) -> None:
             web.get("/api/state/stream", state_stream),
             web.post("/api/load", start_load),
             web.get("/api/load", load_status),
+            web.post("/api/load/report", load_report),
             web.post("/api/explore", start_map),
             web.get("/api/explore", map_status),
         ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import time
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 from . import tasks
 
 LOAD_TIMEOUT = 180.0
+REMOTE_SILENCE = 5.0  # a terminal load not heard from for this long is no longer shown as running
 
 
 class LoadRunner:
@@ -25,10 +28,29 @@ class LoadRunner:
         self.variant: str | None = None
         self.output: deque[str] = deque(maxlen=40)
         self.returncode: int | None = None
+        self.remote_run: str | None = None  # a load started from a terminal, reporting itself (``report``)
+        self.remote_seen = 0.0
 
     @property
     def running(self) -> bool:
-        return self.task is not None and not self.task.done()
+        if self.task is not None and not self.task.done():
+            return True
+        live = time.monotonic() - self.remote_seen < REMOTE_SILENCE
+        return self.remote_run is not None and self.returncode is None and live
+
+    def report(self, run: str, scenario: str, variant: str, lines: list[str], code: int | None) -> bool:
+        """What a load started elsewhere printed since its last report (``code``: it ended). Refused (False)
+        while the page's own load runs; a new ``run`` replaces whatever was shown."""
+        if self.task is not None and not self.task.done():
+            return False
+        if run != self.remote_run:
+            self.remote_run, self.scenario, self.variant, self.returncode = run, scenario, variant, None
+            self.output.clear()
+        self.output.extend(lines)
+        self.remote_seen = time.monotonic()
+        if code is not None:
+            self.returncode = code
+        return True
 
     def status(self) -> dict[str, Any]:
         verdict = next((line.split(": ", 1)[1] for line in self.output if line.startswith("VERDICT: ")), None)
@@ -48,13 +70,18 @@ class LoadRunner:
     def launch(self, label: str, variant: str | None, args: Sequence[str]) -> None:
         """Run ``python <args>`` as the current run, shown as ``label`` (and ``variant``)."""
         self.scenario, self.variant, self.returncode = label, variant, None
+        self.remote_run = None
         self.output.clear()
         argv = [sys.executable, *args]
         self.task = asyncio.create_task(self._run(argv), name="dashboard-load")
 
     async def _run(self, argv: list[str]) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=self.cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            *argv,
+            cwd=self.cwd,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "PITFALLS_LOAD_FROM_DASHBOARD": "1"},  # its output is ours to show already
         )
         assert self.proc.stdout is not None
         try:

@@ -51,10 +51,10 @@ class Tally:
 class Progress:
     """One status line, redrawn in place on a terminal, printed every few seconds otherwise."""
 
-    def __init__(self, tally: Tally, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, tally: Tally, stream: TextIO | None = None) -> None:
         self.tally = tally
-        self.stream = stream
-        self.tty = stream.isatty()
+        self.stream = stream or sys.stderr  # looked up now: a dashboard report may be copying it (_report)
+        self.tty = self.stream.isatty()
         self._last_print = 0.0
 
     def line(self) -> str:

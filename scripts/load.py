@@ -21,6 +21,7 @@ from app.scenarios import SCENARIOS as ALL
 from app.settings import VARIANTS
 
 from ._common import require_loopback
+from ._report import reported
 
 # Every scenario with a ``Load`` in its description, driven by this package's ``load_<name>`` module.
 SCENARIOS = {s.name: s for s in ALL if s.load is not None}
@@ -56,8 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         print("--requests 1..10000, --concurrency 1..500, --max-seconds up to 600", file=sys.stderr)
         return 2
     require_loopback(args.base_url)
-    code: int = asyncio.run(driver(args.scenario).run(args))
-    return code
+    return asyncio.run(run_reported(args))
+
+
+async def run_reported(args: argparse.Namespace) -> int:
+    """The scenario's driver, its output shown on the app's dashboard too (see ``_report``)."""
+    async with reported(args.base_url, args.scenario, args.variant) as code:
+        code[0] = await driver(args.scenario).run(args)
+    return code[0]
 
 
 if __name__ == "__main__":

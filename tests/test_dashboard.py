@@ -20,7 +20,7 @@ from app import dashboard
 from app.factory import create_app
 from app.settings import VARIANTS, Settings
 from scripts.toolkit import free_ports
-from tests.helpers import ROOT, App, free_port
+from tests.helpers import ROOT, App, free_port, get
 
 ITEMS = [{"sku": "tea", "qty": 1}]
 
@@ -216,3 +216,22 @@ def test_watch_prints_both_columns(spawn_app: Callable[..., App]) -> None:
     assert run.returncode == 0, run.stderr
     for text in (*VARIANTS, "orders without items", "Redis connections in use / max", "0 / 20"):
         assert text in run.stdout
+
+
+def test_a_load_started_from_a_terminal_shows_on_the_page(spawn_app: Callable[..., App]) -> None:
+    """``make load-disconnect`` from a terminal: the app's load panel (GET /api/load) shows its output and
+    verdict (#16: the panel said "idle" while a terminal load ran). The page polls it always."""
+    app = spawn_app()
+    argv = [sys.executable, "-m", "scripts.load", "disconnect", "--variant", "fixed", "--requests", "30"]
+    run = subprocess.run([*argv, "--base-url", app.base], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    status, shown = get(f"{app.base}/api/load")
+    assert status == 200
+    assert (shown["scenario"], shown["variant"], shown["verdict"], shown["returncode"]) == (
+        "disconnect",
+        "fixed",
+        "held",
+        0,
+    ), shown
+    assert not shown["running"] and any("orders_without_items" in line for line in shown["output"]), shown
+    assert any(line.startswith("[") and "/30]" in line for line in shown["output"]), shown  # its progress too

@@ -99,18 +99,25 @@ async function startLoad(scenario, variant) {
 let polling = null;
 async function pollLoad() {
   clearTimeout(polling);
-  const status = await (await fetch("/api/load")).json();
+  let status;
+  try {
+    status = await (await fetch("/api/load")).json();
+  } catch {
+    polling = setTimeout(pollLoad, 2000); // the server is restarting: ask again
+    return;
+  }
   const state = document.getElementById("load-state");
   document.getElementById("load-output").textContent = status.output.join("\n");
   for (const b of document.querySelectorAll("[data-testid^=load-]")) if (b.tagName === "BUTTON") b.disabled = status.running;
   if (status.running) {
     state.textContent = `running: ${status.scenario} / ${status.variant}`;
     state.className = "pill warn";
-    polling = setTimeout(pollLoad, 500);
   } else if (status.scenario) {
     state.textContent = `${status.scenario} / ${status.variant}: ${status.verdict || "exit " + status.returncode}`;
     state.className = `pill ${status.returncode === 0 ? "ok" : "bad"}`;
   }
+  // Always: a load started from a terminal (make load-...) reports to this app and shows here too.
+  polling = setTimeout(pollLoad, status.running ? 500 : 1000);
 }
 
 function buildGallery(pitfalls) {
