@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -235,3 +236,48 @@ def test_a_load_started_from_a_terminal_shows_on_the_page(spawn_app: Callable[..
     ), shown
     assert not shown["running"] and any("orders_without_items" in line for line in shown["output"]), shown
     assert any(line.startswith("[") and "/30]" in line for line in shown["output"]), shown  # its progress too
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1920, 1080)])
+async def test_what_matters_is_above_the_fold(
+    spawn_app: Callable[..., App], tmp_path: Path, size: tuple[int, int]
+) -> None:
+    """On a projector (1280x720 and 1920x1080), without scrolling: the three scenarios' headline numbers for
+    both variants, the running load's progress and its verdict in large type, and each sparkline with what it
+    plots (#16). A load started from a terminal fills the header. The screenshot is kept for the README."""
+    from playwright.async_api import async_playwright
+
+    executable = chromium()
+    app = spawn_app()
+    width, height = size
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": width, "height": height})
+            await page.goto(f"{app.base}/")
+            argv = [sys.executable, "-m", "scripts.load", "disconnect", "--variant", "broken", "--requests", "60"]
+            load = await asyncio.create_subprocess_exec(*argv, "--base-url", app.base, cwd=ROOT)
+            assert await load.wait() == 0
+            verdict = page.get_by_test_id("load-verdict")
+            await verdict.filter(has_text="VERDICT: reproduced").wait_for(timeout=15_000)
+
+            async def inside(testid: str) -> None:
+                box = await page.get_by_test_id(testid).bounding_box()
+                assert box is not None, testid
+                assert 0 <= box["x"] and box["x"] + box["width"] <= width, (testid, box)
+                assert 0 <= box["y"] and box["y"] + box["height"] <= height, (testid, box)
+
+            for scenario in ("disconnect", "pubsub", "shield"):
+                for variant in VARIANTS:
+                    await inside(f"failures-{scenario}-{variant}")
+            await inside("load-state")
+            await inside("load-verdict")
+            assert "/60]" in await page.get_by_test_id("load-progress").inner_text()
+            size_px = await verdict.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
+            assert size_px >= 28
+            labels = await page.locator(".spark-label").all_inner_texts()
+            assert len(labels) == 6 and all("the last minute" in label for label in labels), labels
+            await page.screenshot(path=str(tmp_path / f"dashboard-{width}x{height}.png"))
+        finally:
+            await browser.close()
+    assert (tmp_path / f"dashboard-{width}x{height}.png").stat().st_size > 10_000

@@ -34,6 +34,7 @@ function buildColumns() {
         el("div", { class: "failures", "data-testid": `failures-${spec.name}-${variant}` }, "–"),
         el("dl"),
         el("canvas", { width: 600, height: 46, title: spec.spark_label }),
+        el("div", { class: "spark-label" }, `${spec.spark_label}, the last minute`),
       );
       columns.append(col);
       history[`${spec.name}-${variant}`] = [];
@@ -62,19 +63,26 @@ function render(snapshot) {
 }
 
 function spark(canvas, points, color) {
+  // The last minute, newest at the right edge; the scale is the largest value seen, written at the top left.
+  if (canvas.clientWidth && canvas.width !== canvas.clientWidth) canvas.width = canvas.clientWidth; // crisp text
   const ctx = canvas.getContext("2d");
   const { width, height } = canvas;
   ctx.clearRect(0, 0, width, height);
   const max = Math.max(1, ...points);
+  const step = width / (HISTORY - 1);
   ctx.strokeStyle = color;
   ctx.lineWidth = 3;
   ctx.beginPath();
   points.forEach((p, i) => {
-    const x = (i / (HISTORY - 1)) * width;
+    const x = width - (points.length - 1 - i) * step;
     const y = height - 3 - (p / max) * (height - 6);
-    if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+    if (i === 0) ctx.moveTo(x - (points.length === 1 ? step : 0), y);
+    ctx.lineTo(x, y);
   });
   ctx.stroke();
+  ctx.fillStyle = "#9aa4b5";
+  ctx.font = "12px system-ui, sans-serif";
+  ctx.fillText(`max ${max}`, 4, 13);
 }
 
 function connect() {
@@ -108,6 +116,11 @@ async function pollLoad() {
   }
   const state = document.getElementById("load-state");
   document.getElementById("load-output").textContent = status.output.join("\n");
+  const progress = [...status.output].reverse().find((line) => line.startsWith("["));
+  document.getElementById("load-progress").textContent = progress || "";
+  const verdict = document.getElementById("load-verdict");
+  verdict.textContent = status.verdict ? `VERDICT: ${status.verdict}` : "";
+  verdict.className = status.verdict || "";
   for (const b of document.querySelectorAll("[data-testid^=load-]")) if (b.tagName === "BUTTON") b.disabled = status.running;
   if (status.running) {
     state.textContent = `running: ${status.scenario} / ${status.variant}`;
