@@ -7,7 +7,7 @@ VARIANT ?= broken
 BASE_URL ?= http://127.0.0.1:8080
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate test bench lint up down demo watch pitfall explore load-disconnect load-shield load-pubsub
+.PHONY: help install run migrate test bench lint up down demo watch pitfall explore soak load-disconnect load-shield load-pubsub
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ pitfall: install ## one gallery pitfall against a running app (NAME=swallowed-ca
 
 explore: install ## the cancellation map: each handler cancelled at each await (TARGET=all|orders|…, VARIANT=)
 	$(PY) -m scripts.explore $(or $(TARGET),all) $(if $(filter command line,$(origin VARIANT)),--variant $(VARIANT))
+
+soak: install ## every fixed scenario at a steady rate with disconnects, then the drift (MINUTES=2)
+	$(PY) -m scripts.soak --minutes $(or $(MINUTES),2) --base-url $(BASE_URL)
 
 load-disconnect: install ## load scenario disconnect against a running app (VARIANT=broken|fixed)
 	$(PY) -m scripts.load disconnect --variant $(VARIANT) --base-url $(BASE_URL)

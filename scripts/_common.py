@@ -41,6 +41,7 @@ class Tally:
     ok: int = 0
     disconnects: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    expected: Counter[str] = field(default_factory=Counter)  # not sent, and rightly so (the app was stopping)
     gauges: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -93,6 +94,7 @@ def finish(
         "requests": tally.total,
         "disconnects": tally.disconnects,
         "errors": dict(tally.errors),
+        "expected": dict(tally.expected),
         "invariant": invariant,
         "verdict": verdict,
         "duration_s": round(tally.elapsed, 2),
@@ -102,6 +104,8 @@ def finish(
         print(f"  {key:<24} {value!s:>8}   (fixed must be {invariant['expected'][key]})")
     if tally.errors:
         print("  errors: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.errors.items())))
+    if tally.expected:
+        print("  expected: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.expected.items())))
     print(f"VERDICT: {verdict}")
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=2) + "\n")

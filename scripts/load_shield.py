@@ -75,7 +75,10 @@ async def run(args: argparse.Namespace) -> int:
             nonlocal accepted
             for _ in pending:
                 if stopping.is_set() or tally.elapsed > args.max_seconds:
-                    tally.errors["not_sent_app_stopped" if stopping.is_set() else "not_sent_deadline"] += 1
+                    if stopping.is_set():
+                        tally.expected["not sent: the app was stopping"] += 1
+                    else:
+                        tally.errors["not_sent_deadline"] += 1
                     continue
                 source, target = rng.sample(ACCOUNTS, 2)
                 body = {"from": source, "to": target, "amount": rng.randint(1, 1000)}
