@@ -30,7 +30,16 @@ from aiohttp.test_utils import TestClient, TestServer
 from app import cancelmap
 from app.db import fetch_all, fetch_one
 from app.factory import create_app
-from app.keys import admin_db_key, db_key, gates_key, plans_key, settings_key, variants_key
+from app.keys import (
+    admin_db_key,
+    db_key,
+    gates_key,
+    hub_key,
+    plans_key,
+    redis_key,
+    settings_key,
+    variants_key,
+)
 from app.migrate import migrate
 from app.scenario import server_url
 from app.scenarios import MAP_TARGETS, shield
@@ -216,6 +225,7 @@ def shutdown(client: TestClient, variant: Variant) -> _plumbing.Units:
         # A close that was cancelled ends the process: what ``run_app`` does then is cancel every task left
         # and wait for them. A task that does not end then would hold the process up.
         problems = await tasks_left(before[-1], grace=0, then_cancel=True)
+        await release(servers[-1].app)
         restarted = TestServer(create_app(settings))  # the next start: its sweep completes what is left
         await restarted.start_server()
         try:
@@ -252,6 +262,17 @@ def gallery(client: TestClient, name: str, variant: Variant) -> _plumbing.Units:
         return await tasks_left(before[-1], grace=0.5)
 
     return _plumbing.Units(reset, unit, invariant, limit=GALLERY_POINTS)
+
+
+async def release(app: web.Application | None) -> None:
+    """What the process's exit does after a clean-up that was cancelled midway: close the connections a skipped
+    context exit left open (closing twice is harmless), so they do not outlive the trial in this process."""
+    for sub in app[variants_key].values() if app is not None else ():
+        if hub_key in sub:
+            await sub[hub_key].close()
+            await sub[hub_key].redis.aclose()
+        await sub[redis_key].close()
+        await sub[db_key].close()
 
 
 async def tasks_left(before: set[asyncio.Task[Any]], *, grace: float, then_cancel: bool = False) -> list[str]:
