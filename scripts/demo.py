@@ -20,7 +20,7 @@ from .toolkit import AppProcess, wait_healthy
 
 SCRIPT = """
   Dashboard   {base}/        (F11 for full screen; large type, works offline)
-  Terminal    python -m scripts.watch --base-url {base}
+  Terminal    make watch BASE_URL={base}
 {monitor}
   The talk, in order — click, then say:
    1. Scenario 1, BROKEN, "Run load": 400 requests, half of them hung up. Watch "orders without items"
