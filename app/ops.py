@@ -92,11 +92,11 @@ async def state(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[metrics_key].render(await snapshot(request.app))
+    body = request.app[metrics_key].render(await snapshot(request.app, since_last_reset=False))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def snapshot(app: web.Application) -> Snapshot:
+async def snapshot(app: web.Application, *, since_last_reset: bool = True) -> Snapshot:
     """Per variant: pool, server backends of the variant's role, Redis, aiojobs, requests and invariants.
     Read through the admin pool, so it stays readable while a variant's own role is refused."""
     variants = app[variants_key]
@@ -163,14 +163,15 @@ async def snapshot(app: web.Application) -> Snapshot:
                 "messages_dropped": sub[hub_key].dropped if hub_key in sub else 0,
             },
         }
+    if since_last_reset:
+        out = {variant: since_reset(state, app[baseline_key].get(variant)) for variant, state in out.items()}
     served = app[scenarios_key]
-    since = {variant: since_reset(state, app[baseline_key].get(variant)) for variant, state in out.items()}
-    return {"variants": out, "cards": cards(served, since), "pid": os.getpid()}
+    return {"variants": out, "cards": cards(served, out), "pid": os.getpid()}
 
 
 def since_reset(state: VariantState, baseline: VariantState | None) -> VariantState:
-    """The variant's counters counted from the last reset (what the page shows: "Reset demo" resets what is on
-    screen), its gauges as they are. /metrics and /api/state keep the process's own, monotonic counters."""
+    """The variant's counters counted from the last reset (/api/state and the page: "Reset demo" resets what is
+    on screen), its gauges as they are. /metrics keeps the process's own, monotonic counters."""
     if baseline is None:
         return state
     requests = {
@@ -258,7 +259,8 @@ async def reset(request: web.Request) -> web.Response:
     )
     served = request.app[scenarios_key]
     await fetch_one(admin, f"SET lock_timeout = '5s'; {scenarios.reset_sql(served)}; SELECT 1")
-    request.app[baseline_key].update((await snapshot(request.app))["variants"])  # the page counts from here
+    # /api/state and the page count from here; /metrics does not (Prometheus counters stay monotonic)
+    request.app[baseline_key].update((await snapshot(request.app, since_last_reset=False))["variants"])
     log.info("reset: %s variant backends terminated", terminated)
     return web.json_response({"reset": True, "terminated_backends": terminated})
 
