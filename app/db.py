@@ -3,20 +3,16 @@ rebuildable by ``/api/reset``; and a small admin pool."""
 
 from __future__ import annotations
 
-import asyncio
 import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
 
 import aiopg
 import psycopg2
 from redis.asyncio import Redis
 
-from .tasks import checked
-
-T = TypeVar("T")
+from .tasks import CancelWatch, checked
 
 
 class VariantDb:
@@ -60,18 +56,11 @@ async def acquired(pool: aiopg.Pool) -> AsyncIterator[aiopg.Connection]:
     """``pool.acquire()``, raising a cancellation that aiopg swallowed while it opened or gave back a connection
     (its ``connect`` awaits with ``wait_for``: on Python 3.11 a cancel landing with the result is lost). Found by
     the cancellation map: the sweep, cancelled while the pool connected, ran on as if nobody had asked."""
-    task = asyncio.current_task()
-    before = task.cancelling() if task is not None else 0
-
-    def swallowed() -> bool:
-        return task is not None and task.cancelling() > before
-
+    cancels = CancelWatch()
     async with pool.acquire() as conn:
-        if swallowed():
-            raise asyncio.CancelledError
+        cancels.raise_if_requested()
         yield conn
-    if swallowed():
-        raise asyncio.CancelledError
+    cancels.raise_if_requested()
 
 
 async def fetch_one(pool: aiopg.Pool, sql: str, args: object = None) -> tuple[object, ...]:

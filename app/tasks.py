@@ -86,9 +86,24 @@ async def checked(awaitable: Awaitable[T]) -> T:
     ``Task.cancelling()`` still counts the request: if it grew during the await and nothing was raised, the
     cancel was swallowed. (Only its growth: 3.11's TaskGroup can leave an old count behind, which is not ours
     to act on.)"""
-    task = asyncio.current_task()
-    before = task.cancelling() if task is not None else 0
+    cancels = CancelWatch()
     result = await awaitable
-    if task is not None and task.cancelling() > before:
-        raise asyncio.CancelledError
+    cancels.raise_if_requested()
     return result
+
+
+class CancelWatch:
+    """Whether the current task has been asked to cancel since this watch was made: ``Task.cancelling()`` grew.
+    Tells a cancel of ours from one that was only swallowed or aimed at another task we awaited."""
+
+    def __init__(self) -> None:
+        self.task = asyncio.current_task()
+        self.before = self.task.cancelling() if self.task is not None else 0
+
+    @property
+    def requested(self) -> bool:
+        return self.task is not None and self.task.cancelling() > self.before
+
+    def raise_if_requested(self) -> None:
+        if self.requested:
+            raise asyncio.CancelledError

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from ... import tasks
 from ...scenario import Pitfall
 
 
@@ -35,15 +36,13 @@ async def fixed_job(writes: list[str], *, stop: bool) -> None:
 async def measure(job: Any) -> dict[str, Any]:
     """The job decides to stop after its first write; anything written after that is the trap."""
     writes: list[str] = []
-    me = asyncio.current_task()
-    assert me is not None
-    ours = me.cancelling()
+    ours = tasks.CancelWatch()
     task = asyncio.create_task(job(writes, stop=True))
     try:
         await task
         outcome = "returned"
     except asyncio.CancelledError:
-        if me.cancelling() > ours:  # our own cancel (a hang-up), not the job's: pass it on
+        if ours.requested:  # our own cancel (a hang-up), not the job's: pass it on
             raise
         outcome = "cancelled at its next await"
     after = writes[1:]

@@ -31,9 +31,7 @@ async def fixed_wait(fut: asyncio.Future[int]) -> int:
 
 async def measure(wait: Callable[[asyncio.Future[int]], Coroutine[Any, Any, int]]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
-    me = asyncio.current_task()
-    assert me is not None
-    ours = me.cancelling()
+    ours = tasks.CancelWatch()
     swallowed = 0
     for _ in range(TRIES):
         fut: asyncio.Future[int] = loop.create_future()
@@ -46,7 +44,7 @@ async def measure(wait: Callable[[asyncio.Future[int]], Coroutine[Any, Any, int]
                 await task
                 swallowed += 1  # it returned normally: the cancel was lost
             except asyncio.CancelledError:
-                if me.cancelling() > ours:  # not the experiment's cancel: ours (a hang-up), so pass it on
+                if ours.requested:  # not the experiment's cancel: ours (a hang-up), so pass it on
                     raise
         finally:
             await tasks.stop(task)  # a hang-up mid-race leaves no waiter behind
