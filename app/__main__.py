@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import socket
 
 import psycopg2
 from aiohttp import web
 
+from .dashboard import port_taken
+from .errors import server_said
 from .factory import create_app
 from .migrate import migrate, rollback
 from .settings import Settings, mask
@@ -33,14 +33,14 @@ def main(argv: list[str] | None = None) -> None:
             )
         except psycopg2.OperationalError as exc:
             raise SystemExit(
-                f"cannot reach Postgres at {mask(settings.database_url)}: {first_line(exc)}\n"
+                f"cannot reach Postgres at {mask(settings.database_url)}: {server_said(exc)}\n"
                 "start it (README, 'The two commands'): "
                 "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
             ) from None
         verb = "rolled back" if args.rollback else "applied"
         print(f"{mask(settings.database_url)}: {verb} {', '.join(done) or 'nothing (up to date)'}")
         return
-    taken = _taken(settings.host, settings.port)
+    taken = port_taken(settings.host, settings.port)  # one line, not a traceback from the server's start-up
     if taken:
         raise SystemExit(
             f"cannot listen on {settings.host}:{settings.port}: {taken} (another `make run`?); "
@@ -63,20 +63,6 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         ),
     )
-
-
-def first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _taken(host: str, port: int) -> str | None:
-    """Why ``host:port`` cannot be listened on right now (None: it can). Checked before the app starts, so the
-    answer is one line instead of a traceback from deep inside the server's start-up."""
-    try:
-        with socket.create_server((host, port), reuse_port=False):
-            return None
-    except OSError as exc:
-        return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 if __name__ == "__main__":

@@ -195,7 +195,7 @@ async def monitor_ctx(app: web.Application) -> AsyncIterator[None]:
     import aiomonitor
 
     port = settings.monitor_port
-    taken = [p for p in (port, port + 1, port + 2) if not bindable(p)]
+    taken = [p for p in (port, port + 1, port + 2) if port_taken("127.0.0.1", p)]
     if taken:  # aiomonitor's own thread would fail to bind, and start_monitor would wait for it forever
         log.error("aiomonitor not started: port %s taken (it needs MONITOR_PORT and the next two)", taken[0])
         yield
@@ -213,14 +213,13 @@ async def monitor_ctx(app: web.Application) -> AsyncIterator[None]:
     monitor.close()
 
 
-def bindable(port: int) -> bool:
-    """Nothing listens on this loopback port right now."""
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+def port_taken(host: str, port: int) -> str | None:
+    """Why nothing can listen on ``host:port`` right now (None: something can)."""
+    try:
+        with socket.create_server((host, port)):
+            return None
+    except OSError as exc:
+        return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 def setup(app: web.Application) -> None:

@@ -39,11 +39,16 @@ class ServiceUnavailable(web.HTTPServiceUnavailable):
         super().__init__(text=json.dumps({"error": message}), content_type="application/json", headers=headers)
 
 
+def server_said(exc: BaseException) -> str:
+    """The first line of what the server (or the driver) said, e.g. "too many connections for role ..."."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0].removeprefix("FATAL:").strip()
+
+
 def database_error(exc: psycopg2.Error) -> web.Response:
     """503 for a Postgres that refuses or is gone; the server's own words only when they are about capacity."""
-    first_line = (str(exc).strip().splitlines() or [""])[0].removeprefix("FATAL:").strip()
-    if "too many" in first_line:
-        return json_error(503, "database refused the connection", detail=first_line)
+    said = server_said(exc)
+    if "too many" in said:
+        return json_error(503, "database refused the connection", detail=said)
     return json_error(503, "database unavailable")
 
 
@@ -60,7 +65,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except psycopg2.Error as exc:
         # The server's own words, once a second per kind ("too many connections for role ...": the cause the
         # README describes), with a count of the rest: the broken variant's flood cannot drown the log.
-        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0].removeprefix("FATAL:").strip()
+        cause = server_said(exc)
         throttled.warning(cause, "%s %s: database error: %s", request.method, request.path, cause)
         return database_error(exc)
     except AssertionError as exc:

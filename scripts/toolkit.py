@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import psycopg2
 
-from app.dashboard import bindable
+from app.dashboard import port_taken
 from app.scenario import ROOT
 from app.scenarios.shield import ACCOUNTS
 from app.state import VariantState
@@ -40,7 +40,7 @@ def free_ports(n: int) -> int:
     """The first of ``n`` consecutive loopback ports nothing listens on right now (aiomonitor needs three)."""
     while True:
         first = free_port()
-        if all(bindable(first + i) for i in range(1, n)):
+        if not any(port_taken("127.0.0.1", first + i) for i in range(1, n)):
             return first
 
 
