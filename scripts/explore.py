@@ -45,6 +45,7 @@ from app.scenario import server_url
 from app.scenarios import MAP_TARGETS, shield
 from app.scenarios.cancellation import PITFALLS
 from app.settings import VARIANTS, Settings, Variant, database_name, with_database
+from scripts.toolkit import poll
 
 from . import _plumbing
 from ._common import EXPECTED
@@ -82,14 +83,12 @@ async def quiet_app(app: web.Application, variant: Variant) -> list[str]:
     sub = app[variants_key][variant]
     scheduler = aiojobs.aiohttp.get_scheduler_from_app(sub)
     assert scheduler is not None
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + SETTLE
-    while loop.time() < deadline:
+
+    async def settled() -> bool:
         pool = sub[db_key].pool
-        if scheduler.active_count + scheduler.pending_count == 0 and pool.size == pool.freesize:
-            break
-        await asyncio.sleep(0.02)
-    else:
+        return scheduler.active_count + scheduler.pending_count == 0 and pool.size == pool.freesize
+
+    if not await poll(settled, bool, timeout=SETTLE, every=0.02):
         return ["did not settle: work still in flight"]
     sql = (
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND usename = %s"
@@ -117,13 +116,12 @@ async def no_backend_left(client: TestClient, variant: Variant) -> list[str]:
         " AND usename = %s AND state = 'active' AND query LIKE 'SELECT pg_sleep%%'"
     )
     role = app_of(client)[settings_key].role(variant)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 0.5
-    while True:
+
+    async def running_reports() -> int:
         (running,) = await fetch_one(app_of(client)[admin_db_key], sql, (role,))
-        if not running or loop.time() >= deadline:
-            break
-        await asyncio.sleep(0.02)
+        return int(running)  # type: ignore[call-overload]
+
+    running = await poll(running_reports, lambda n: n == 0, timeout=0.5, every=0.02)
     return problems + ([f"{running} report backend(s) outlive their request"] if running else [])
 
 
@@ -280,17 +278,17 @@ async def tasks_left(before: set[asyncio.Task[Any]], *, grace: float, then_cance
     ``then_cancel``: cancel those first, as ``run_app`` does at exit, and report only those that do not end
     within 3 s of it."""
     mine = asyncio.current_task()
-    loop = asyncio.get_running_loop()
     if then_cancel:
         for task in asyncio.all_tasks() - before - {mine}:
             task.cancel()
         grace = 3.0
-    deadline = loop.time() + grace
-    while left := [t for t in asyncio.all_tasks() - before if t is not mine and not t.done()]:
-        if loop.time() >= deadline:
-            names = ", ".join(f"{t.get_name()} ({t.get_coro().__qualname__})" for t in left)  # type: ignore[union-attr]
-            return [f"{len(left)} task(s) it started still running: {names}"]
-        await asyncio.sleep(0.02)
+
+    async def running() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() - before if t is not mine and not t.done()]
+
+    if left := await poll(running, lambda tasks: not tasks, timeout=grace, every=0.02):
+        names = ", ".join(f"{t.get_name()} ({t.get_coro().__qualname__})" for t in left)  # type: ignore[union-attr]
+        return [f"{len(left)} task(s) it started still running: {names}"]
     return []
 
 
