@@ -18,7 +18,7 @@ from app.hub import Hub, hub_client
 from app.keys import dashboards_key
 from app.loads import LoadRunner
 from app.sse import Live
-from scripts.toolkit import ROOT
+from scripts.toolkit import ROOT, poll
 
 Step = Callable[[], Coroutine[Any, Any, None]]
 
@@ -179,14 +179,12 @@ def hub_subscribe(redis_url: str) -> Units:
         hub, problems = hubs[-1], []
         if hub.subscribers or channel in hub._inboxes:
             problems.append("the hub still counts the stream")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 2
-        while True:
-            [(_, listeners)] = await redis.pubsub_numsub(channel)
-            if not listeners or loop.time() >= deadline:
-                break
-            await asyncio.sleep(0.02)
-        if listeners:
+
+        async def listeners() -> int:
+            [(_, n)] = await redis.pubsub_numsub(channel)
+            return int(n)
+
+        if await poll(listeners, lambda n: n == 0, timeout=2, every=0.02):
             problems.append(f"Redis still sends {channel!r} to the hub")
         return problems
 
