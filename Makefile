@@ -7,7 +7,7 @@ VARIANT ?= broken
 BASE_URL ?= http://127.0.0.1:8080
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate test bench lint up down demo watch pitfall explore soak load-disconnect load-shield load-pubsub
+.PHONY: help install run migrate test bench lint up down demo watch pitfall explore soak topology load-disconnect load-shield load-pubsub
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ explore: install ## the cancellation map: each handler cancelled at each await (
 
 soak: install ## every fixed scenario at a steady rate with disconnects, then the drift (MINUTES=2)
 	$(PY) -m scripts.soak --minutes $(or $(MINUTES),2) --base-url $(BASE_URL)
+
+topology: install ## the compose topology without Docker: 2 apps behind Debian's caddy (PROXY=bare, SET=NAME=VALUE)
+	$(PY) -m scripts.topology $(if $(PROXY),--proxy $(PROXY)) $(foreach s,$(SET),--set $(s))
 
 load-disconnect: install ## load scenario disconnect against a running app (VARIANT=broken|fixed)
 	$(PY) -m scripts.load disconnect --variant $(VARIANT) --base-url $(BASE_URL)

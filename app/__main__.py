@@ -8,6 +8,7 @@ import logging
 import psycopg2
 from aiohttp import web
 
+from . import ops
 from .dashboard import port_taken
 from .errors import server_said
 from .factory import create_app
@@ -50,8 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     # handler_cancellation=True: a client that hangs up cancels its handler at the current await. aiohttp
     # turned this off by default in 3.9; production stacks (and aiohttp's own test server) still run with it,
     # and it is where these pitfalls live. The fixed variants are written to be correct with it on.
+    app = create_app(settings)
+    app.on_startup.append(ops.drain_on_signals)  # SIGTERM drains first when DRAIN_SECONDS > 0
     web.run_app(
-        create_app(settings),
+        app,
+        handle_signals=False,
         host=settings.host,
         port=settings.port,
         handler_cancellation=True,

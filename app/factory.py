@@ -17,6 +17,7 @@ from .keys import (
     admin_db_key,
     baseline_key,
     dashboards_key,
+    draining_key,
     gates_key,
     long_reads_key,
     metrics_key,
@@ -50,6 +51,7 @@ def create_app(settings: Settings, scenarios: Sequence[Scenario] = SCENARIOS) ->
     app[scenarios_key] = tuple(scenarios)
     app[baseline_key] = {}
     app[settings_key] = settings
+    app[draining_key] = asyncio.Event()
     app[traffic_key] = traffic
     app[metrics_key] = Metrics(traffic)
     app[probe_key] = probe = Probe()

@@ -25,6 +25,7 @@ settings_key = web.AppKey("settings", Settings)
 probe_key = web.AppKey("probe", Probe)
 admin_db_key = web.AppKey("admin_db", aiopg.Pool)
 health_key = web.AppKey("health", Health)  # /healthz's own connections
+draining_key = web.AppKey("draining", asyncio.Event)  # SIGTERM with DRAIN_SECONDS (ops.drain_on_signals)
 variants_key = web.AppKey("variants", dict[str, web.Application])
 baseline_key = web.AppKey("baseline", dict[str, VariantState])  # each variant's state at the last reset
 scenarios_key = web.AppKey("scenarios", tuple[Scenario, ...])  # what this app serves (the registry's, by default)

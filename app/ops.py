@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -23,6 +24,7 @@ from .keys import (
     admin_db_key,
     baseline_key,
     db_key,
+    draining_key,
     health_key,
     hub_key,
     metrics_key,
@@ -54,6 +56,8 @@ async def healthz(request: web.Request) -> web.Response:
     """200 when the *fixed* variant reaches Postgres and Redis and its hub listens: the broken one may be
     down on purpose. Checked on connections of its own (``health_ctx``), so a burst that takes every pooled
     connection cannot make a healthy service look down."""
+    if request.app[draining_key].is_set():
+        return web.json_response({"status": "draining"}, status=503)  # drain_on_signals: take me out
     health, fixed = request.app[health_key], request.app[variants_key]["fixed"]
     checks = {
         "postgres": await _check(fetch_one(health.pg, "SELECT 1")),
@@ -64,6 +68,28 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(
         {"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503
     )
+
+
+async def drain_on_signals(app: web.Application) -> None:
+    """``python -m app`` only (on_startup): SIGTERM or SIGINT first drains for ``DRAIN_SECONDS`` — still
+    serving, but /healthz says 503 ``draining``, so a proxy's health check takes this process out while it
+    still serves — then stops as aiohttp does (``GracefulExit``: in-flight
+    work finishes, clean-ups run). A second signal stops at once."""
+    loop, draining = asyncio.get_running_loop(), app[draining_key]
+    seconds = app[settings_key].drain_seconds
+
+    def stop() -> None:
+        raise web.GracefulExit  # out of the loop, as aiohttp's own signal handler does
+
+    def on_signal() -> None:
+        if draining.is_set() or seconds <= 0:
+            stop()
+        draining.set()
+        log.info("draining for %.1f s: /healthz says 503", seconds)
+        loop.call_later(seconds, stop)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
 
 
 async def health_ctx(app: web.Application) -> AsyncIterator[None]:

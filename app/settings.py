@@ -47,6 +47,10 @@ class Settings:
     # Open event streams allowed per variant in this process, and per client address (503 beyond).
     max_subscribers: int = 10_000
     max_subscribers_per_client: int = 5_000
+    # SIGTERM behind a proxy: keep serving this many seconds while /healthz says 503 ``draining``, so the
+    # proxy's health check takes the process out before its socket closes (compose sets 3; `make topology`
+    # measures why). 0: stop at once, as aiohttp does.
+    drain_seconds: float = 0.0
     # aiohttp's line per request: off by default (it costs ~4% under load and floods the terminal).
     access_log: bool = False
     # Conference mode (DEMO=1): aiomonitor on 127.0.0.1, terminal UI on monitor_port, web UI on +1.
@@ -76,6 +80,8 @@ class Settings:
             values["broken_redis_max_connections"] = None if raw == "default" else int(raw)
         if "SHUTDOWN_TIMEOUT" in env:
             values["shutdown_timeout"] = float(env["SHUTDOWN_TIMEOUT"])
+        if "DRAIN_SECONDS" in env:
+            values["drain_seconds"] = float(env["DRAIN_SECONDS"])
         if "SSE_HEARTBEAT" in env:
             values["sse_heartbeat"] = float(env["SSE_HEARTBEAT"])
         if "TRANSFER_SWEEP_INTERVAL" in env:

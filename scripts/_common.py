@@ -119,6 +119,17 @@ async def fetch_json(http: aiohttp.ClientSession, url: str, method: str = "GET")
         return data
 
 
+async def body_of(resp: aiohttp.ClientResponse) -> dict[str, Any]:
+    """A response's JSON object, or ``{"error": <its first 80 characters>}``: a proxy in front (``make
+    topology``) answers its own errors in plain text or with an empty body."""
+    text = await resp.text()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    return data if isinstance(data, dict) else {"error": text[:80] or f"empty {resp.status} body"}
+
+
 async def variant_state(http: aiohttp.ClientSession, base: str, variant: str) -> VariantState:
     """The variant's part of ``/api/state``."""
     return cast(Snapshot, await fetch_json(http, f"{base}/api/state"))["variants"][variant]

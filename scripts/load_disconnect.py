@@ -19,7 +19,7 @@ import aiohttp
 
 from app.state import VariantState
 
-from ._common import Progress, Tally, cannot_reach, fetch_json, finish, variant_state
+from ._common import Progress, Tally, body_of, cannot_reach, fetch_json, finish, variant_state
 from .toolkit import quiet
 
 QUIET_SECONDS = 5.0
@@ -141,7 +141,7 @@ async def _one(
     deadline = asyncio.timeout(patience if hang_up else None)
     try:
         async with deadline, http.request(method, url, json=body) as resp:
-            payload = await resp.json(content_type=None)
+            payload = await body_of(resp)
     except TimeoutError:
         if deadline.expired():
             tally.disconnects += 1  # we hung up: the connection is closed mid-request

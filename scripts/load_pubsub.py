@@ -17,7 +17,7 @@ import uuid
 
 import aiohttp
 
-from ._common import Progress, Tally, cannot_reach, fetch_json, finish
+from ._common import Progress, Tally, body_of, cannot_reach, fetch_json, finish
 from ._sse import SseStream, subscribe
 from .toolkit import percentile_ms, poll
 
@@ -92,7 +92,7 @@ async def run(args: argparse.Namespace) -> int:
             body = {"data": json.dumps({"seq": seq, "t": time.time()})}
             try:
                 async with http.post(f"{base}/{variant}/events/{channel}", json=body) as resp:
-                    payload = await resp.json(content_type=None)
+                    payload = await body_of(resp)
                     if resp.status == 202:
                         published.append(seq)
                     else:

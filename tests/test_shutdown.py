@@ -15,6 +15,7 @@ import socket
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 from tests.helpers import App, get, poll
 
@@ -92,3 +93,23 @@ async def test_a_stalled_stream_is_cut_after_its_send_deadline(spawn_app: Callab
             timeout=15,
         )
     assert stats["subscribers"] == 0, "a client that stopped reading kept its stream (and its handler) forever"
+
+
+async def test_sigterm_drains_first_when_asked(spawn_app: Callable[..., App]) -> None:
+    """DRAIN_SECONDS (compose sets it; `make topology` shows why): after SIGTERM the app still serves for that
+    long, but /healthz says 503 ``draining``, so a proxy's health check takes this process out before it closes
+    its socket. Before: SIGTERM closed the socket and the idle keep-alive connections at once, and the requests
+    caddy sent there meanwhile became 502s (`make topology --proxy bare` still shows them)."""
+    app = spawn_app(DRAIN_SECONDS="30")
+    assert app.proc is not None
+    app.proc.send_signal(signal.SIGTERM)
+
+    async def health() -> tuple[int, Any]:
+        return await asyncio.to_thread(get, f"{app.base}/healthz")
+
+    status, body = await poll(health, lambda r: r[0] == 503, timeout=10)
+    assert (status, body["status"]) == (503, "draining")
+    assert (await asyncio.to_thread(get, f"{app.base}/fixed/orders/stats"))[0] == 200  # still served
+    assert app.running
+    app.proc.send_signal(signal.SIGTERM)  # a second signal stops at once, as without a drain
+    await asyncio.to_thread(app.proc.wait, 10)
