@@ -30,6 +30,7 @@ class LoadRunner:
         self.returncode: int | None = None
         self.remote_run: str | None = None  # a load started from a terminal, reporting itself (``report``)
         self.remote_seen = 0.0
+        self.runs = 0  # which run ``status`` shows: the page tells its own load from an earlier one
 
     @property
     def running(self) -> bool:
@@ -46,6 +47,7 @@ class LoadRunner:
         if run != self.remote_run:
             self.remote_run, self.scenario, self.variant, self.returncode = run, scenario, variant, None
             self.output.clear()
+            self.runs += 1
         self.output.extend(lines)
         self.remote_seen = time.monotonic()
         if code is not None:
@@ -56,6 +58,7 @@ class LoadRunner:
         verdict = next((line.split(": ", 1)[1] for line in self.output if line.startswith("VERDICT: ")), None)
         return {
             "running": self.running,
+            "run": self.runs,
             "scenario": self.scenario,
             "variant": self.variant,
             "returncode": self.returncode,
@@ -72,6 +75,7 @@ class LoadRunner:
         self.scenario, self.variant, self.returncode = label, variant, None
         self.remote_run = None
         self.output.clear()
+        self.runs += 1
         argv = [sys.executable, *args]
         self.task = asyncio.create_task(self._run(argv), name="dashboard-load")
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
 
-from . import openapi, scenarios
+from . import openapi, scenarios, talk
 from .clients import client_address
 from .db import Health, fetch_all, fetch_one
 from .errors import json_error
@@ -235,7 +235,8 @@ async def openapi_document(request: web.Request) -> web.Response:
 
 
 async def scenario_list(request: web.Request) -> web.Response:
-    """The scenarios and the gallery, as the dashboard builds its page from them."""
+    """The scenarios, the gallery and the talk, as the dashboard builds its page from them."""
+    served: tuple[Scenario, ...] = request.app[scenarios_key]
     return web.json_response(
         {
             "variants": list(VARIANTS),
@@ -248,10 +249,11 @@ async def scenario_list(request: web.Request) -> web.Response:
                     "failures_label": s.card.failures_label,
                     "spark_label": s.card.spark_label,
                 }
-                for s in request.app[scenarios_key]
+                for s in served
                 if s.card is not None
             ],
             "pitfalls": [{"name": p.name, "summary": p.summary, "source": p.source} for p in PITFALLS.values()],
+            "talk": talk.described(served),
         }
     )
 

@@ -13,28 +13,31 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import urllib.request
+
+from app.talk import TALK
 
 from . import compose
 from .toolkit import AppProcess, wait_healthy
 
 SCRIPT = """
   Dashboard   {base}/        (F11 for full screen; large type, works offline)
+  Talk mode   {base}/#talk   (or press t: → runs each step below from the page, ← goes back)
   Terminal    make watch BASE_URL={base}
 {monitor}
-  The talk, in order — click, then say:
-   1. Scenario 1, BROKEN, "Run load": 400 requests, half of them hung up. Watch "orders without items"
-      climb (half-written orders) and "server backends" hit the role's limit of 30 — then every broken request
-      is refused. /healthz stays green: the fixed side has its own role.
-   2. Scenario 1, FIXED, "Run load": the same load. 0 orders without items (aiojobs.shield around the whole
-      transaction), backends stay near the pool size (client_connection_check_interval ends orphans).
-   3. Scenario 2, BROKEN then FIXED: 200 event-stream subscribers. Broken serves 20 (its pool) and then fails
-      every Redis call; fixed serves all 200 on one Redis connection.
-   4. Scenario 3 (shield) runs its own app and SIGTERMs it mid-load: the load panel shows broken losing
-      accepted transfers, fixed losing none.
-   5. The gallery: click broken/fixed per pitfall (try blocking-call while a load runs).
-   6. "Reset demo" between takes.{stop}
+  The talk, in order:
+{talk}{stop}
 """
+
+
+def talk() -> str:
+    """The steps of ``app.talk.TALK``, as the README lists them, wrapped for a terminal."""
+    lines = []
+    for i, step in enumerate(TALK, 1):
+        text = f"{i}. {step.title}: {step.say.replace('`', '')}"
+        lines.append(textwrap.fill(text, 110, initial_indent="   ", subsequent_indent="      "))
+    return "\n".join(lines)
 
 
 def free(port: int) -> bool:
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_healthy(base, 180)
         except RuntimeError as exc:
             raise SystemExit(str(exc)) from None
-        print(SCRIPT.format(base=base, monitor="", stop="\n  Stop it with: make down"))
+        print(SCRIPT.format(base=base, monitor="", talk=talk(), stop="\n  Stop it with: make down"))
         return 0
 
     if not free(args.port):
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  Inside     telnet 127.0.0.1 {monitor_port}  (aiomonitor: ps, where <task>, cancel <task>)\n"
             f"             web UI http://127.0.0.1:{monitor_port + 1}/\n"
         )
-        print(SCRIPT.format(base=base, monitor=monitor, stop="\n  Ctrl-C ends the demo."), flush=True)
+        print(SCRIPT.format(base=base, monitor=monitor, talk=talk(), stop="\n  Ctrl-C ends the demo."), flush=True)
         if args.check:
             with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port + 1}/", timeout=5) as resp:
                 return 0 if resp.status == 200 else 1  # aiomonitor's web UI answers

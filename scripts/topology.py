@@ -325,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     changes = dict(item.split("=", 1) for item in args.set)
     settings = Settings.from_env()
-    print(f"topology: app1, app2 behind caddy ({args.proxy} proxy){''.join(f', {c}' for c in args.set)}", flush=True)
+    print(
+        f"topology: app1, app2 behind caddy ({args.proxy} proxy)" + "".join(f", {c}" for c in args.set), flush=True
+    )
     with Topology.start(settings, bare=args.proxy == "bare", changes=changes) as top:
         print(f"  proxy {top.base} -> " + ", ".join(f"{n} {a.base}" for n, a in top.apps.items()), flush=True)
         print(f"  logs in {top.logs}", flush=True)

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app import dashboard
 from app.factory import create_app
 from app.settings import VARIANTS, Settings
+from app.talk import TALK
 from scripts.toolkit import free_ports
 from tests.helpers import ROOT, App, free_port, get
 
@@ -244,12 +245,15 @@ async def test_what_matters_is_above_the_fold(
 ) -> None:
     """On a projector (1280x720 and 1920x1080), without scrolling: the three scenarios' headline numbers for
     both variants, the running load's progress and its verdict in large type, and each sparkline with what it
-    plots (#16). A load started from a terminal fills the header. The screenshot is kept for the README."""
+    plots (#16). A load started from a terminal fills the header; "Reset demo" brings every number to 0; in
+    talk mode → runs the next step. The screenshots go to $SCREENSHOTS (app/static, for the README: set
+    SCREENSHOTS=app/static to refresh them) or the test's own directory."""
     from playwright.async_api import async_playwright
 
     executable = chromium()
     app = spawn_app()
     width, height = size
+    shots = Path(os.environ.get("SCREENSHOTS") or tmp_path)
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
@@ -277,7 +281,38 @@ async def test_what_matters_is_above_the_fold(
             assert size_px >= 28
             labels = await page.locator(".spark-label").all_inner_texts()
             assert len(labels) == 6 and all("the last minute" in label for label in labels), labels
-            await page.screenshot(path=str(tmp_path / f"dashboard-{width}x{height}.png"))
+            await page.screenshot(path=str(shots / f"dashboard-{width}x{height}.png"))
+
+            # "Reset demo" resets what is on screen: every headline number back to 0.
+            await page.get_by_test_id("reset").click()
+            zeros = " && ".join(
+                f"document.querySelector('[data-testid=failures-{s}-{v}]').firstChild.textContent === '0'"
+                for s in ("disconnect", "pubsub", "shield")
+                for v in VARIANTS
+            )
+            await page.wait_for_function(zeros, timeout=15_000)
+
+            # Talk mode: → runs step 1 (its load) and shows its code side by side, changed lines marked, with
+            # its live figures; → again runs step 2.
+            await page.keyboard.press("ArrowRight")
+            await page.get_by_test_id("talk-title").filter(has_text=TALK[0].title).wait_for(timeout=5_000)
+            status = page.get_by_test_id("talk-status")
+            await status.filter(has_text="VERDICT: reproduced").wait_for(timeout=90_000)
+            for variant in VARIANTS:
+                await inside(f"talk-code-{variant}")
+                await inside(f"talk-failures-{variant}")
+            changed = {
+                v: await page.locator(f"[data-testid=talk-code-{v}] .changed").all_inner_texts() for v in VARIANTS
+            }
+            assert any("_write_order(request, cur" in line for line in changed["broken"]), changed
+            assert any("aiojobs.aiohttp.shield" in line for line in changed["fixed"]), changed
+            assert int((await page.get_by_test_id("talk-failures-broken").inner_text()).split()[0]) > 0
+            assert (await page.get_by_test_id("talk-failures-fixed").inner_text()).split()[0] == "0"
+            await page.screenshot(path=str(shots / f"talk-{width}x{height}.png"))
+            await page.keyboard.press("ArrowRight")
+            await page.get_by_test_id("talk-title").filter(has_text=TALK[1].title).wait_for(timeout=5_000)
+            await status.filter(has_text="VERDICT: held").wait_for(timeout=90_000)
         finally:
             await browser.close()
-    assert (tmp_path / f"dashboard-{width}x{height}.png").stat().st_size > 10_000
+    for name in ("dashboard", "talk"):
+        assert (shots / f"{name}-{width}x{height}.png").stat().st_size > 10_000

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from app import openapi
 from app.scenarios import SCENARIOS
 from app.settings import VARIANTS
+from app.talk import TALK
 from tests.helpers import ROOT
 
 SYSTEM = {"pg_ctlcluster", "redis-server", "sleep", "kill", "chromium", "docker", "docker-compose"}
@@ -65,3 +66,12 @@ def test_every_readme_command_names_something_that_exists() -> None:
 def test_no_bare_python_dash_m_lines() -> None:
     """A reader in a fresh shell has no activated venv: a bare ``python -m`` would fail to import aiohttp."""
     assert not [line for line in shell_lines() if line.startswith("python ")]
+
+
+def test_the_talk_in_the_readme_is_the_one_the_page_runs() -> None:
+    """ "Give this talk" lists app/talk.py's steps, in order, word for word: the page's talk mode and
+    ``make demo`` print the same list, so a speaker reading the README gives the talk the page runs."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Give this talk", 1)[1].split("\n## ", 1)[0]
+    items = re.findall(r"^\d+\. (.*?)(?=^\d+\. |^\s*$)", section, re.M | re.S)
+    assert [" ".join(item.split()) for item in items] == [step.readme for step in TALK]

@@ -16,6 +16,7 @@ from app.scenario import Scenario
 from app.scenarios import MAP_TARGETS, PLUMBING_TARGETS, SCENARIOS
 from app.scenarios.cancellation import PITFALLS
 from app.settings import VARIANTS, Settings
+from app.talk import TALK
 from examples import visits
 from scripts.explore import LIFECYCLE, PLUMBING, TARGETS
 from tests.helpers import ROOT, get_json, poll, variant_state
@@ -53,6 +54,24 @@ async def test_an_added_scenario_is_counted_and_documented(with_visits: TestClie
     spec = await get_json(with_visits, "/api/openapi.json")
     assert set(spec["paths"]["/{variant}/visits"]) == {"get", "post"}
     assert spec["paths"]["/{variant}/visits"]["post"]["parameters"][0]["schema"] == {"enum": list(VARIANTS)}
+
+
+async def test_the_page_is_built_from_what_the_app_serves(
+    aiohttp_client: AiohttpClient, settings: Settings, with_visits: TestClient
+) -> None:
+    """/api/scenarios: the talk's steps come with their code side by side (the lines that differ marked, the functions' own names not); an app serving only the example scenario
+    still answers, its talk without the steps of scenarios it does not serve."""
+    described = await get_json(with_visits, "/api/scenarios")
+    assert [step["title"] for step in described["talk"]] == [step.title for step in TALK]
+    orders = described["talk"][0]["code"]
+    for variant in VARIANTS:
+        lines = orders[variant]["lines"]
+        assert lines[0]["text"].startswith(f"async def {variant}_create_order") and not lines[0]["changed"]
+        assert any(line["changed"] for line in lines)
+        assert orders[variant]["why"] and '"""' not in "".join(line["text"] for line in lines)
+    alone = await aiohttp_client(create_app(settings, [visits.SCENARIO]))
+    talk = (await get_json(alone, "/api/scenarios"))["talk"]
+    assert [step["title"] for step in talk] == [step.title for step in TALK if step.scenario is None]
 
 
 def test_the_map_targets_are_the_registrys() -> None:

@@ -5,6 +5,10 @@
 // each scenario's figures arrive ready to show in every snapshot (snapshot.cards): nothing here names a scenario.
 let SCENARIOS = [];
 let VARIANTS = [];
+let TALK = [];
+let lastSnapshot = null;
+let talkAt = -1; // talk mode: the step run last; -1: none yet (the first one is shown, → runs it)
+let talkRun = null; // the load run the current step started (GET /api/load's "run")
 const HISTORY = 120; // points: one minute at two snapshots a second
 const history = {};
 
@@ -43,23 +47,30 @@ function buildColumns() {
 }
 
 function render(snapshot) {
+  lastSnapshot = snapshot;
   for (const spec of SCENARIOS) {
     for (const col of document.querySelectorAll(`#${spec.name} .col`)) {
       const card = (snapshot.cards[spec.name] || {})[col.dataset.variant];
       if (!card) continue;
-      const box = col.querySelector(".failures");
-      box.className = `failures ${card.failures ? "nonzero" : "zero"}`;
-      box.replaceChildren(String(card.failures), el("small", {}, spec.failures_label));
-      col.classList.toggle("failing", col.dataset.variant === "broken" && card.failures > 0);
-      col.classList.toggle("holding", col.dataset.variant === "fixed" && card.failures === 0);
-      const dl = col.querySelector("dl");
-      dl.replaceChildren(...card.figures.flatMap(([k, val]) => [el("dt", {}, k), el("dd", {}, val)]));
+      fillCard(col, spec, card);
       const points = history[`${spec.name}-${col.dataset.variant}`];
       points.push(card.spark);
       if (points.length > HISTORY) points.shift();
       spark(col.querySelector("canvas"), points, col.dataset.variant === "broken" ? "#ff5c5c" : "#3ddc84");
     }
   }
+  renderTalk();
+}
+
+function fillCard(col, spec, card) {
+  // A column's headline number and figures: on the scenario's card, and beside the code in talk mode.
+  const box = col.querySelector(".failures");
+  box.className = `failures ${card.failures ? "nonzero" : "zero"}`;
+  box.replaceChildren(String(card.failures), el("small", {}, spec.failures_label));
+  col.classList.toggle("failing", col.dataset.variant === "broken" && card.failures > 0);
+  col.classList.toggle("holding", col.dataset.variant === "fixed" && card.failures === 0);
+  const dl = col.querySelector("dl");
+  dl.replaceChildren(...card.figures.flatMap(([k, val]) => [el("dt", {}, k), el("dd", {}, val)]));
 }
 
 function spark(canvas, points, color) {
@@ -95,16 +106,18 @@ function connect() {
   source.onerror = () => { pill.textContent = "reconnecting…"; pill.className = "pill bad"; };
 }
 
-async function startLoad(scenario, variant) {
+async function startLoad(scenario, variant, say = alert) {
   const resp = await fetch("/api/load", {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ scenario, variant }),
   });
   const body = await resp.json();
-  if (!resp.ok) alert(body.error);
+  if (!resp.ok) say(body.error);
   pollLoad();
+  return resp.ok ? body.run : null;
 }
 
 let polling = null;
+let loadRunning = false;
 async function pollLoad() {
   clearTimeout(polling);
   let status;
@@ -115,6 +128,7 @@ async function pollLoad() {
     return;
   }
   const state = document.getElementById("load-state");
+  loadRunning = status.running;
   document.getElementById("load-output").textContent = status.output.join("\n");
   const progress = [...status.output].reverse().find((line) => line.startsWith("["));
   document.getElementById("load-progress").textContent = progress || "";
@@ -128,6 +142,10 @@ async function pollLoad() {
   } else if (status.scenario) {
     state.textContent = `${status.scenario} / ${status.variant}: ${status.verdict || "exit " + status.returncode}`;
     state.className = `pill ${status.returncode === 0 ? "ok" : "bad"}`;
+  }
+  if (talkRun !== null && status.run === talkRun) { // the load the talk's current step started
+    document.getElementById("talk-status").textContent = status.running
+      ? `load running: ${progress || "starting"}` : `VERDICT: ${status.verdict || "exit " + status.returncode}`;
   }
   // Always: a load started from a terminal (make load-...) reports to this app and shows here too.
   polling = setTimeout(pollLoad, status.running ? 500 : 1000);
@@ -155,22 +173,111 @@ function buildGallery(pitfalls) {
   }
 }
 
-document.getElementById("reset").addEventListener("click", async () => {
+async function resetDemo(say = alert) {
   const resp = await fetch("/api/reset", { method: "POST" });
-  if (!resp.ok) alert((await resp.json()).error);
+  if (!resp.ok) say((await resp.json()).error);
   for (const points of Object.values(history)) points.length = 0;
-});
+  return resp.ok;
+}
+document.getElementById("reset").addEventListener("click", () => resetDemo());
 
 async function start() {
   const described = await (await fetch("/api/scenarios")).json();
-  [SCENARIOS, VARIANTS] = [described.scenarios, described.variants];
+  [SCENARIOS, VARIANTS, TALK] = [described.scenarios, described.variants, described.talk];
   buildColumns();
   buildGallery(described.pitfalls);
   connect();
   pollLoad();
+  if (location.hash === "#talk") toggleTalk(true);
 }
 
 start();
+
+// --- Talk mode: the README's "Give this talk", one step per → -------------------------------------------
+
+
+function toggleTalk(on = !document.body.classList.contains("talking")) {
+  document.body.classList.toggle("talking", on);
+  document.getElementById("talk").hidden = !on;
+  if (on) showStep();
+}
+
+function showStep() {
+  const step = TALK[Math.max(talkAt, 0)];
+  document.getElementById("talk-step").textContent = talkAt < 0 ? `→ runs step 1 of ${TALK.length}` : `step ${talkAt + 1} of ${TALK.length}`;
+  document.getElementById("talk-title").textContent = step.title;
+  document.getElementById("talk-say").textContent = step.say.replace(/`/g, "");
+  document.getElementById("talk-status").textContent = "";
+  document.body.classList.toggle("talk-overview", !step.code);
+  const columns = document.getElementById("talk-code");
+  columns.replaceChildren();
+  if (!step.code) return;
+  for (const variant of VARIANTS) {
+    const code = step.code[variant];
+    const pre = el("pre", { class: "code", "data-testid": `talk-code-${variant}` },
+      ...code.lines.map((line) => el("span", { class: line.changed ? "line changed" : "line" }, line.text || " ")));
+    const col = el("div", { class: `col ${variant}`, "data-variant": variant },
+      el("h3", {}, variant, el("span", { class: "source" }, step.source)),
+      el("div", { class: "failures", "data-testid": `talk-failures-${variant}` }, step.pitfall ? "" : "–"),
+      el("dl"), el("p", { class: "why" }, code.why), pre);
+    columns.append(col);
+  }
+  renderTalk();
+}
+
+function renderTalk() {
+  const step = TALK[Math.max(talkAt, 0)];
+  if (!document.body.classList.contains("talking") || !step || !step.scenario || !lastSnapshot) return;
+  const spec = SCENARIOS.find((s) => s.name === step.scenario);
+  for (const col of document.querySelectorAll("#talk-code .col")) {
+    const card = (lastSnapshot.cards[step.scenario] || {})[col.dataset.variant];
+    if (card) fillCard(col, spec, card);
+  }
+}
+
+async function runStep(step) {
+  const status = document.getElementById("talk-status");
+  const say = (text) => { status.textContent = text; };
+  talkRun = null;
+  if (step.action === "load") {
+    talkRun = await startLoad(step.scenario, step.variant, say);
+    if (talkRun !== null) say(`load running: ${step.scenario} / ${step.variant}`);
+  } else if (step.action === "reset") {
+    if (await resetDemo(say)) say("reset: every figure counts from 0 again");
+  } else if (step.action === "pitfall") {
+    for (const variant of VARIANTS) {
+      let box = document.querySelector(`[data-testid=talk-failures-${variant}]`);
+      if (box) box.textContent = "running…";
+      const r = await (await fetch(`/${variant}/pitfalls/${step.pitfall}`)).json();
+      box = document.querySelector(`[data-testid=talk-failures-${variant}]`);
+      if (!box || TALK[talkAt] !== step) return; // the speaker moved on meanwhile
+      box.className = `failures result ${r.trap ? "nonzero" : "zero"}`;
+      box.replaceChildren(r.trap ? "trap" : "held", el("small", {}, r.summary));
+    }
+  }
+}
+
+document.getElementById("talk-toggle").addEventListener("click", () => toggleTalk());
+document.addEventListener("keydown", (event) => {
+  if (["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement.tagName) || event.ctrlKey || event.metaKey) return;
+  const talking = document.body.classList.contains("talking");
+  if (event.key === "t") toggleTalk();
+  else if (event.key === "ArrowRight" && talkAt + 1 < TALK.length) {
+    if (!talking) toggleTalk(true);
+    if (loadRunning && TALK[talkAt + 1].action === "load") {
+      document.getElementById("talk-status").textContent = "a load is still running: → again once its verdict is in";
+      event.preventDefault();
+      return;
+    }
+    talkAt += 1;
+    showStep();
+    runStep(TALK[talkAt]);
+  } else if (event.key === "ArrowLeft" && talking && talkAt > 0) {
+    talkAt -= 1;
+    showStep();
+  } else return;
+  event.preventDefault();
+});
 
 // --- The cancellation map: one target explored by scripts.explore, points marked on the source ---------
 
