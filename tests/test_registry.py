@@ -59,7 +59,8 @@ async def test_an_added_scenario_is_counted_and_documented(with_visits: TestClie
 async def test_the_page_is_built_from_what_the_app_serves(
     aiohttp_client: AiohttpClient, settings: Settings, with_visits: TestClient
 ) -> None:
-    """/api/scenarios: the talk's steps come with their code side by side (the lines that differ marked, the functions' own names not); an app serving only the example scenario
+    """/api/scenarios: the talk's steps come with their code side by side (the lines that differ marked, the
+    functions' own names not); an app serving only the example scenario
     still answers, its talk without the steps of scenarios it does not serve."""
     described = await get_json(with_visits, "/api/scenarios")
     assert [step["title"] for step in described["talk"]] == [step.title for step in TALK]
