@@ -56,6 +56,20 @@ async def test_the_figures_behind_the_verdicts(client: TestClient) -> None:
     assert not broken["cleanup_ran"] and "Task was destroyed but it is pending!" in broken["loop_errors"]
     assert fixed["cleanup_ran"] and fixed["loop_errors"] == []
 
+    assert not broken["cleanup_ran_under_asyncio_run"] and fixed["cleanup_ran_under_asyncio_run"]
+
+    broken, fixed = await both("cancel-then-wait")
+    assert broken["hung"] and broken["elapsed_s"] >= 0.5  # only the measurement's own bound ended the wait
+    assert not fixed["hung"] and broken["cancels_lost"] == fixed["cancels_lost"] == 1  # the same worker
+
+    broken, fixed = await both("first-wins")
+    assert broken["error"] == "::1: connection refused" and broken["still_running_after_return"]
+    assert (fixed["connected_to"], fixed["error"], fixed["still_running_after_return"]) == ("127.0.0.1", None, [])
+
+    broken, fixed = await both("shielded-error")
+    assert broken["recorded"] == [] and broken["asyncio_reported"] == ["Task exception was never retrieved"]
+    assert len(fixed["recorded"]) == 1 and fixed["asyncio_reported"] == []
+
     broken, fixed = await both("gather-orphans")
     assert (broken["running_after_failure"], broken["writes_after_failure"]) == (3, 3)
     assert (fixed["running_after_failure"], fixed["writes_after_failure"]) == (0, 0)

@@ -48,9 +48,9 @@ async def fixed_fan_out(done: list[int]) -> list[asyncio.Task[None]]:
         return siblings
 
     # The fix's own trap (found by the cancellation map): a cancel from outside that arrives while the group is
-    # already tearing down after the failure is dropped — Python 3.11 and 3.12 raise only the children's errors
-    # (3.13 keeps the cancel) — and ``except*`` then swallows it all. In a task of its own, the group cannot
-    # hide a cancel of ours from ``checked``, which raises it again.
+    # already tearing down after the failure is dropped — Python 3.11 to 3.13.0 (scripts.matrix) raise only the
+    # children's errors — and ``except*`` then swallows it all. In a task of its own, the group cannot hide a
+    # cancel of ours from ``checked``, which raises it again.
     return await tasks.checked(asyncio.create_task(fan_out()))
 
 

@@ -1,5 +1,6 @@
 """unawaited-cancel: ``task.cancel()`` only asks. Shut down without awaiting the task and its cleanup never
-runs: the loop closes with the task still pending ("Task was destroyed but it is pending!").
+runs: a loop closed by hand drops the task still pending ("Task was destroyed but it is pending!"), and under
+``asyncio.run`` (what Ctrl-C goes through) run's own second cancel interrupts the cleanup's first await.
 
 Fix: cancel, then await (``gather(..., return_exceptions=True)``), or let a ``TaskGroup`` do both.
 """
@@ -36,8 +37,9 @@ async def fixed_shutdown(log: list[str]) -> None:
     await asyncio.gather(task, return_exceptions=True)  # the cleanup runs before we go on
 
 
-def _in_own_loop(shutdown: Any) -> dict[str, Any]:
-    """A small program's life: ``run_until_complete(main())`` then ``close()`` — no asyncio.run() to tidy up."""
+def _in_own_loop(shutdown: Any) -> tuple[bool, list[str]]:
+    """A small program's life: ``run_until_complete(main())`` then ``close()``. Did the cleanup run, and what
+    did asyncio report?"""
     log: list[str] = []
     errors: list[str] = []
     loop = asyncio.new_event_loop()
@@ -47,18 +49,34 @@ def _in_own_loop(shutdown: Any) -> dict[str, Any]:
     finally:
         loop.close()
     gc.collect()  # the pending task is destroyed here, and says so
-    trap = "cleanup ran" not in log
-    return {
-        "trap": trap,
-        "summary": "cleanup never ran; " + (errors[0] if errors else "no warning") if trap else "cleanup ran",
-        "cleanup_ran": not trap,
-        "loop_errors": errors,
-    }
+    return "cleanup ran" in log, errors
+
+
+def _under_asyncio_run(shutdown: Any) -> bool:
+    """The same ``main()`` under ``asyncio.run``, which cancels the tasks left and waits for them: did the
+    cleanup run?"""
+    log: list[str] = []
+    asyncio.run(shutdown(log))
+    return "cleanup ran" in log
 
 
 async def measure(shutdown: Any) -> dict[str, Any]:
-    """Each variant's shutdown in a separate, naive event loop of its own (in a thread)."""
-    return await asyncio.to_thread(_in_own_loop, shutdown)
+    """Each variant's shutdown in event loops of its own (in a thread): closed by hand, and by asyncio.run."""
+    ran, errors = await asyncio.to_thread(_in_own_loop, shutdown)
+    ran_under_run = await asyncio.to_thread(_under_asyncio_run, shutdown)
+    trap = not (ran and ran_under_run)
+    lost = [how for how, ok in (("a loop closed by hand", ran), ("asyncio.run", ran_under_run)) if not ok]
+    return {
+        "trap": trap,
+        "summary": (
+            f"cleanup never ran under {' nor under '.join(lost)}" + (f"; {errors[0]}" if errors else "")
+            if trap
+            else "cleanup ran, under a loop closed by hand and under asyncio.run"
+        ),
+        "cleanup_ran": ran,
+        "cleanup_ran_under_asyncio_run": ran_under_run,
+        "loop_errors": errors,
+    }
 
 
 PITFALL = Pitfall("unawaited-cancel", broken_shutdown, fixed_shutdown, measure)
