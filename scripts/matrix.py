@@ -17,6 +17,7 @@ changed) and ``docs/matrix.json`` beside it, with the commit of the run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -32,8 +33,10 @@ from .toolkit import ROOT
 PROBES = ROOT / "scripts" / "matrix_probes.py"
 LIBS = ROOT / "scripts" / "matrix_libs.py"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asyncio-pitfalls" / "matrix"
-# aiohttp: 3.8 cancelled a handler on every hang-up; 3.9 made that opt-in (handler_cancellation=True).
-AIOHTTP = (("3.8.6", False), ("3.14.5", False), ("3.14.5", True))
+# aiohttp, each with the interpreter to run it on (None: this one; before 3.8.5 no 3.11 wheels). 3.9 added
+# handler_cancellation=True to cancel a handler when its client hangs up; the matrix shows when it stopped.
+AIOHTTP = (("3.7.4.post0", False, "3.9"), ("3.8.1", False, "3.9"), ("3.8.2", False, "3.9"), ("3.8.6", False, None))
+AIOHTTP_NOW = (("3.14.5", False, None), ("3.14.5", True, None))
 # redis-py: 4.2.0 brought redis.asyncio (its pool unbounded by default); 8.x bounds it.
 REDIS = ("4.2.0", "5.0.8", "6.4.0", "7.4.1", "8.0.1", "8.1.0")
 ROWS = {
@@ -80,14 +83,15 @@ def run_json(argv: list[str], timeout: float) -> tuple[dict[str, Any] | None, st
     return json.loads(done.stdout.strip().splitlines()[-1]), ""
 
 
-def venv_with(requirement: str) -> tuple[str | None, str]:
-    """A cached venv of this interpreter holding ``requirement``: its python, or why there is none."""
-    home = CACHE / f"py{sys.version_info[0]}{sys.version_info[1]}-{requirement.replace('==', '-')}"
+def venv_with(requirement: str, base: str = sys.executable) -> tuple[str | None, str]:
+    """A cached venv of the ``base`` interpreter holding ``requirement``: its python, or why there is none."""
+    version = subprocess.run([base, "-c", "import sys; print('%d%d' % sys.version_info[:2])"], capture_output=True)
+    home = CACHE / f"py{version.stdout.decode().strip()}-{requirement.replace('==', '-')}"
     python = home / "bin" / "python"
     if (home / ".ok").exists():
         return str(python), ""
     try:
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(home)], check=True, capture_output=True)
+        subprocess.run([base, "-m", "venv", "--clear", str(home)], check=True, capture_output=True)
         pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", requirement]
         subprocess.run(pip, check=True, capture_output=True, text=True, timeout=300)
     except subprocess.CalledProcessError as exc:
@@ -126,11 +130,18 @@ def library_columns(quick: bool, redis_url: str, deadline: float) -> list[dict[s
     import redis
 
     columns = []
-    aiohttp_runs = [(aiohttp.__version__, False), (aiohttp.__version__, True)] if quick else list(AIOHTTP)
-    for version, cancel in aiohttp_runs:
-        label = f"aiohttp {version}" + (" handler_cancellation=True" if cancel else "")
+    pythons = {version.rsplit(".", 1)[0]: path for version, path in interpreters(quick)}
+    now = [(aiohttp.__version__, cancel, None) for cancel in (False, True)]
+    for version, cancel, on in now if quick else [*AIOHTTP, *AIOHTTP_NOW]:
+        label = (
+            f"aiohttp {version}"
+            + (" handler_cancellation=True" if cancel else "")
+            + (f" (Python {on})" if on else "")
+        )
         args = ["aiohttp", *(["--handler-cancellation"] if cancel else [])]
-        columns.append(library_column(label, "disconnect", f"aiohttp=={version}", args, quick, deadline))
+        base = pythons.get(on) if on else sys.executable
+        column = library_column(label, "disconnect", f"aiohttp=={version}", args, quick, deadline, base)
+        columns.append(column)
     for version in [redis.__version__] if quick else REDIS:
         label = f"redis-py {version}"
         columns.append(library_column(label, "pubsub", f"redis=={version}", ["redis", redis_url], quick, deadline))
@@ -138,14 +149,20 @@ def library_columns(quick: bool, redis_url: str, deadline: float) -> list[dict[s
 
 
 def library_column(
-    label: str, row: str, requirement: str, args: list[str], quick: bool, deadline: float
+    label: str,
+    row: str,
+    requirement: str,
+    args: list[str],
+    quick: bool,
+    deadline: float,
+    base: str | None = sys.executable,
 ) -> dict[str, Any]:
     column: dict[str, Any] = {"column": label, "cells": {}}
-    if time.monotonic() > deadline:
-        column["not_run"] = "the matrix's time bound was reached"
+    if time.monotonic() > deadline or base is None:
+        column["not_run"] = "the matrix's time bound was reached" if base else "that interpreter is not here"
         progress(column)
         return column
-    python, why = (sys.executable, "") if quick else venv_with(requirement)
+    python, why = (sys.executable, "") if quick else venv_with(requirement, base)
     if python is None:
         column["not_run"] = why
     else:
@@ -164,17 +181,20 @@ def progress(column: dict[str, Any]) -> None:
     print(f"  {column['column']:<40} {shown}", flush=True)
 
 
-def changes(columns: list[dict[str, Any]]) -> list[str]:
-    """One line per boundary between neighbouring columns of a kind: the rows whose status changed."""
+def changes(columns: list[dict[str, Any]], *, details: bool = False) -> list[str]:
+    """One line per boundary between neighbouring columns of a kind: the rows whose status changed (and, with
+    ``details``, whose description did: a library's pitfall can bite differently)."""
     lines = []
-    for before, after in zip(columns, columns[1:], strict=False):
+    for before, after in itertools.pairwise(columns):
         if before["column"].split()[0] != after["column"].split()[0]:
             continue
-        moved = [
-            f"{row} {before['cells'][row]['status']} → {after['cells'][row]['status']}"
-            for row in after["cells"]
-            if row in before["cells"] and before["cells"][row]["status"] != after["cells"][row]["status"]
-        ]
+        moved = []
+        for row in after["cells"]:
+            was, now = before["cells"].get(row), after["cells"][row]
+            if was is not None and was["status"] != now["status"]:
+                moved.append(f"{row} {was['status']} → {now['status']}")
+            elif was is not None and details and was["detail"] != now["detail"]:
+                moved.append(f"{row}: {was['detail']} → {now['detail']}")
         if moved:
             lines.append(f"- **{before['column']} → {after['column']}**: " + "; ".join(moved))
     return lines
@@ -206,14 +226,15 @@ def markdown(report: dict[str, Any]) -> str:
         out.append(f"| [`{row}`](../README.md#the-cancellation-gallery) {title} | " + " | ".join(cells) + " |")
     not_run = [f"- {c['column']}: not run ({c['not_run']})" for c in pythons if c.get("not_run")]
     out += ["", *not_run, "", "What changed between neighbouring versions:", "", *changes(pythons)]
-    out += ["", "## Libraries (Python " + ".".join(map(str, sys.version_info[:2])) + ")", ""]
+    here = ".".join(map(str, sys.version_info[:2]))
+    out += ["", f"## Libraries (on Python {here} unless the column names another)", ""]
     out += ["| version | pitfall | result | what happened |", "|---|---|---|---|"]
     for c in libraries:
         if c.get("not_run"):
             out.append(f"| {c['column']} | | not run | {c['not_run']} |")
         for row, value in c["cells"].items():
             out.append(f"| {c['column']} | `{row}` | {mark[value['status']]} | {value['detail']} |")
-    out += ["", "What changed between neighbouring versions:", "", *changes(libraries), ""]
+    out += ["", "What changed between neighbouring versions:", "", *changes(libraries, details=True), ""]
     return "\n".join(out)
 
 

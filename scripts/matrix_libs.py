@@ -12,6 +12,7 @@ import asyncio
 import json
 import socket
 import sys
+from typing import Any
 
 HOLD = 0.5  # the handler's slow step (the scenario's hold between the order and its items)
 SUBSCRIBERS = 150
@@ -37,7 +38,7 @@ async def aiohttp_hang_up(cancel_on_hang_up):
 
     app = web.Application()
     app.router.add_post("/orders", handler)
-    kwargs = {"handler_cancellation": True} if cancel_on_hang_up else {}
+    kwargs: dict[str, Any] = {"handler_cancellation": True} if cancel_on_hang_up else {}  # 3.9+ only
     runner = web.AppRunner(app, **kwargs)
     await runner.setup()
     with socket.socket() as probe:
@@ -46,7 +47,7 @@ async def aiohttp_hang_up(cancel_on_hang_up):
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
         await writer.drain()
         await asyncio.sleep(0.1)
