@@ -1,6 +1,6 @@
-"""wait-for-race: on Python 3.11, ``asyncio.wait_for`` returns the result and drops a cancellation that lands
-in the same loop iteration as that result. aiopg waits for every query with ``wait_for``: a handler
-cancelled just as its COMMIT returns carries on as if nothing happened. Fixed in Python 3.12.
+"""wait-for-race: on Python 3.8 to 3.11, ``asyncio.wait_for`` returns the result and drops a cancellation that
+lands in the same loop iteration as that result. aiopg waits for every query with ``wait_for``: a handler
+cancelled just as its COMMIT returns carries on as if nothing happened. Fixed in Python 3.12 (docs/MATRIX.md).
 
 Fix: ``asyncio.timeout`` (3.11+), which never loses the cancellation; or do not depend on ``wait_for``.
 """
