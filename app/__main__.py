@@ -41,21 +41,31 @@ def main(argv: list[str] | None = None) -> None:
         verb = "rolled back" if args.rollback else "applied"
         print(f"{mask(settings.database_url)}: {verb} {', '.join(done) or 'nothing (up to date)'}")
         return
-    taken = port_taken(settings.host, settings.port)  # one line, not a traceback from the server's start-up
+    taken = not settings.reuse_port and port_taken(settings.host, settings.port)  # one line, not a traceback
     if taken:
         raise SystemExit(
             f"cannot listen on {settings.host}:{settings.port}: {taken} (another `make run`?); "
             f"use another port: APP_PORT={settings.port + 1} make run"
         )
 
-    # handler_cancellation=True: a client that hangs up cancels its handler at the current await. aiohttp
-    # turned this off by default in 3.9; production stacks (and aiohttp's own test server) still run with it,
-    # and it is where these pitfalls live. The fixed variants are written to be correct with it on.
+    loop = None
+    if settings.uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            raise SystemExit("UVLOOP=1 needs uvloop: .venv/bin/pip install -e '.[speed]'") from None
+        loop = uvloop.new_event_loop()
     app = create_app(settings)
     app.on_startup.append(ops.drain_on_signals)  # SIGTERM drains first when DRAIN_SECONDS > 0
+    # handler_cancellation=True: a client that hangs up cancels its handler at the current await. aiohttp did
+    # that always up to 3.8.1 and makes it this option since 3.9 (docs/MATRIX.md); production stacks (and
+    # aiohttp's own test server) run with it, and it is where these pitfalls live. The fixed variants are
+    # written to be correct with it on.
     web.run_app(
         app,
         handle_signals=False,
+        loop=loop,
+        reuse_port=settings.reuse_port or None,
         host=settings.host,
         port=settings.port,
         handler_cancellation=True,

@@ -51,6 +51,10 @@ class Settings:
     # proxy's health check takes the process out before its socket closes (compose sets 3; `make topology`
     # measures why). 0: stop at once, as aiohttp does.
     drain_seconds: float = 0.0
+    # Performance options (bench/RESULTS.md, "What was tried"): uvloop's event loop instead of asyncio's (the
+    # ``speed`` extra installs it), and SO_REUSEPORT so several processes can serve one port.
+    uvloop: bool = False
+    reuse_port: bool = False
     # aiohttp's line per request: off by default (it costs ~4% under load and floods the terminal).
     access_log: bool = False
     # Conference mode (DEMO=1): aiomonitor on 127.0.0.1, terminal UI on monitor_port, web UI on +1.
@@ -88,6 +92,10 @@ class Settings:
             values["transfer_sweep_interval"] = float(env["TRANSFER_SWEEP_INTERVAL"])
         if "SSE_SEND_TIMEOUT" in env:
             values["sse_send_timeout"] = float(env["SSE_SEND_TIMEOUT"])
+        if env.get("UVLOOP", "") not in ("", "0"):
+            values["uvloop"] = True
+        if env.get("REUSE_PORT", "") not in ("", "0"):
+            values["reuse_port"] = True
         if env.get("ACCESS_LOG", "") not in ("", "0"):
             values["access_log"] = True
         if env.get("DEMO", "") not in ("", "0"):

@@ -109,6 +109,42 @@ def spread(values: list[float]) -> dict[str, float]:
     }
 
 
+WRK_MISSING = "wrk is not installed (apt-get install wrk): the figures driven by it are skipped"
+WRK_SCRIPTS = Path(__file__).resolve().parent / "wrk"
+
+
+def wrk(url: str, script: str, *, connections: int, seconds: float) -> dict[str, Any] | None:
+    """wrk (one thread, ``connections`` connections) against ``url`` with ``bench/wrk/<script>.lua``: requests
+    per second, latency percentiles and the answers that were not 2xx. None when wrk is not installed."""
+    binary = tool("wrk")
+    if binary is None:
+        return None
+    argv = [binary, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+    done = subprocess.run(
+        [*argv, "-s", str(WRK_SCRIPTS / f"{script}.lua"), url], capture_output=True, text=True, check=True
+    )
+    figures: dict[str, Any] = {"rps": float(_after(done.stdout, "Requests/sec:"))}
+    for q in ("50", "99"):
+        figures[f"p{q}_ms"] = _ms(_after(done.stdout, f"{q}%"))
+    line = next((x for x in done.stdout.splitlines() if "Socket errors:" in x), "")  # "connect 0, read 2, ..."
+    socket_errors = sum(int(word.rstrip(",")) for word in line.split() if word.rstrip(",").isdigit())
+    figures["errors"] = int(_after(done.stdout, "Non-2xx or 3xx responses:") or 0) + socket_errors
+    return figures
+
+
+def _after(text: str, label: str) -> str:
+    line = next((x for x in text.splitlines() if x.strip().startswith(label)), "")
+    return line.strip().removeprefix(label).split()[0] if line else ""
+
+
+def _ms(value: str) -> float | None:
+    """wrk's latency ("850.00us", "4.37ms", "1.20s") in milliseconds."""
+    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if value.endswith(unit):
+            return round(float(value.removesuffix(unit)) * factor, 2)
+    return None
+
+
 def tool(name: str) -> str | None:
     from shutil import which
 

@@ -36,17 +36,29 @@ def write(out: Path, results: dict[str, Any], *, smoke: bool) -> None:
         lines += [
             "## 1. The price of each fix (happy path, no disconnects)",
             "",
-            "| path | broken rps | fixed rps | fixed / broken | broken p50 / p99 ms | fixed p50 / p99 ms |",
-            "|---|---|---|---|---|---|",
+            "| path | broken rps | fixed rps | fixed / broken | broken p50 / p99 ms | fixed p50 / p99 ms "
+            "| wrk: broken rps | wrk: fixed rps | wrk: fixed / broken |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for case in ("orders", "transfers", "pubsub"):
             c = r[case]
             b, f = c["broken"], c["fixed"]
+            by_wrk = (
+                f"| {_m(b['wrk_rps'])} | {_m(f['wrk_rps'])} | **{c['ratio_fixed_to_broken_wrk']}** |"
+                if "ratio_fixed_to_broken_wrk" in c
+                else "| - | - | - |"
+            )
             lines.append(
                 f"| {case} | {_m(b['rps'])} | {_m(f['rps'])} | **{c['ratio_fixed_to_broken']}** "
                 f"| {_m(b.get('p50_ms'))} / {_m(b.get('p99_ms'))} "
-                f"| {_m(f.get('p50_ms'))} / {_m(f.get('p99_ms'))} |"
+                f"| {_m(f.get('p50_ms'))} / {_m(f.get('p99_ms'))} " + by_wrk
             )
+        lines += [
+            "",
+            "The first columns are driven by the project's Python generator (20 clients, it also checks every "
+            "answer); the wrk columns by wrk with `bench/wrk/<path>.lua`, 10 connections, in the same rounds "
+            "(pubsub has no wrk figure: it measures deliveries to subscribers, which wrk cannot read).",
+        ]
         t = r["transfers"]
         lines += [
             "",
@@ -63,9 +75,12 @@ def write(out: Path, results: dict[str, Any], *, smoke: bool) -> None:
         lines += [
             "## 2. Distance to the database's own limit",
             "",
-            f"Fixed orders through the app: {_m(r['app_orders_per_s'])}/s; pgbench running the same transaction "
-            f"with {r['connections']} connections: {_m(r['pgbench_tps'])} tps; **app / pgbench = "
-            f"{r['ratio_app_to_pgbench']}**.",
+            f"Fixed orders through the app, driven by wrk ({r['connections']} connections): "
+            f"{_m(r.get('app_orders_per_s_wrk'))}/s; by the Python generator: {_m(r['app_orders_per_s'])}/s; "
+            f"pgbench running the same transaction with {r['connections']} connections, in the same rounds: "
+            f"{_m(r['pgbench_tps'])} tps. **app (wrk) / pgbench = {r.get('ratio_app_wrk_to_pgbench', '-')}**; "
+            f"app (Python generator) / pgbench = {r['ratio_app_to_pgbench']}."
+            + (f" ({r['wrk']})" if "wrk" in r else ""),
             "",
         ]
         prof = r.get("profile", {})
@@ -80,8 +95,44 @@ def write(out: Path, results: dict[str, Any], *, smoke: bool) -> None:
             lines += ["", "Top leaf functions:", "", "| function | % |", "|---|---|"]
             lines += [f"| `{name}` | {pct} |" for name, pct in prof["top_leaf_functions"]]
             lines.append("")
+            native = prof.get("native", {})
+            if "samples" in native:
+                lines += [
+                    f"**What that top line is.** The same load driven by wrk, sampled with `py-spy --native` "
+                    f"({native['samples']} samples): {native['under_cursor_execute']} % of them are inside "
+                    f"aiopg's `Cursor.execute`, and {native['send_under_cursor_execute']} % are the `send()` "
+                    "system call at its bottom (psycopg2's C `execute` → libpq's `PQsendQuery` → `send`): the "
+                    "kernel carrying each statement to Postgres over loopback TCP, which on Linux includes "
+                    "waking the Postgres backend in the sender's time. Not Python, not parsing: one `send` per "
+                    f"statement (BEGIN, two INSERTs, COMMIT). Also seen: `getpid` at {native['getpid']} % — "
+                    "Python 3.11's C `get_running_loop` compares the running loop's process id with "
+                    "`getpid()`, a real system call, each time asyncio, aiohttp or aiopg asks for the loop.",
+                    "",
+                    "| native leaf | % |",
+                    "|---|---|",
+                    *[f"| `{name}` | {pct} |" for name, pct in native["top_leaves"]],
+                    "",
+                ]
         elif prof:
             lines += [f"Profile: {prof.get('error')}", ""]
+    if "optimisations" in results:
+        r = results["optimisations"]
+        lines += ["## 2b. What was tried to bring the app closer to the database", ""]
+        if "options" not in r:
+            lines += [r.get("wrk", ""), ""]
+        else:
+            lines += [
+                "Fixed orders driven by wrk (10 connections), one configuration at a time, interleaved over the "
+                f"rounds; pgbench in the same rounds: {_m(r['pgbench_tps'])} tps.",
+                "",
+                "| configuration | orders/s | / pgbench | / as shipped | errors |",
+                "|---|---|---|---|---|",
+            ]
+            for name, o in r["options"].items():
+                lines.append(
+                    f"| {name} | {_m(o['rps'])} | {o['to_pgbench']} | {o['to_shipped']} | {o['errors']} |"
+                )
+            lines.append("")
     if "generator" in results:
         r = results["generator"]
         lines += [

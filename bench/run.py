@@ -27,11 +27,12 @@ import aiohttp
 
 from app.settings import VARIANTS, Settings
 from app.state import Snapshot, VariantState
+from scripts import toolkit
 from scripts._sse import subscribe
 from scripts.toolkit import ROOT, percentile_ms, poll, quiet
 
 from . import drivers, report
-from .harness import BenchApp, closed_loop, spread, tool
+from .harness import WRK_MISSING, BenchApp, closed_loop, spread, tool, wrk
 
 ITEMS = [{"sku": "tea", "qty": 2}, {"sku": "cup", "qty": 1}, {"sku": "pot", "qty": 1}]
 
@@ -94,6 +95,11 @@ async def price_of_fix(app: BenchApp, cfg: Config) -> dict[str, Any]:
                 run = await closed_loop(make(variant), concurrency=cfg.concurrency, seconds=cfg.seconds)
                 drain = await wait_quiet(app, variant)
                 figures = run.summary()
+                url = f"{base}/{variant}/{case}?hold=0"
+                by_wrk = await asyncio.to_thread(wrk, url, case, connections=10, seconds=cfg.seconds)
+                figures["wrk_rps"] = by_wrk["rps"] if by_wrk else None
+                figures["wrk_errors"] = by_wrk["errors"] if by_wrk else None
+                await wait_quiet(app, variant)
                 if case == "transfers":
                     committed = (await asyncio.to_thread(get, app, f"/{variant}/transfers/stats"))["committed"]
                     figures["committed_per_s"] = round(committed / (run.seconds + drain), 1)
@@ -114,6 +120,9 @@ def _compare(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         result[variant]["errors"] = sum(f["errors"] for f in figures)
     b, f = result["broken"]["rps"]["median"], result["fixed"]["rps"]["median"]
     result["ratio_fixed_to_broken"] = round(f / b, 3) if b else None
+    if "wrk_rps" in result["broken"] and "wrk_rps" in result["fixed"]:
+        b, f = result["broken"]["wrk_rps"]["median"], result["fixed"]["wrk_rps"]["median"]
+        result["ratio_fixed_to_broken_wrk"] = round(f / b, 3) if b else None
     return result
 
 
@@ -201,20 +210,32 @@ COMMIT;
 
 async def database_limit(app: BenchApp, cfg: Config, database_url: str) -> dict[str, Any]:
     make = lambda i: ("POST", f"{app.base}/fixed/orders?hold=0", {"customer": f"b{i}", "items": ITEMS})  # noqa: E731
-    app_runs, pg_runs = [], []
+    app_runs, wrk_runs, pg_runs = [], [], []
     for _ in range(cfg.reps):
         await asyncio.to_thread(app.reset)
         app_runs.append((await closed_loop(make, concurrency=cfg.concurrency, seconds=cfg.seconds)).rps)
+        by_wrk = await asyncio.to_thread(
+            wrk, f"{app.base}/fixed/orders?hold=0", "orders", connections=10, seconds=cfg.seconds
+        )
+        if by_wrk is not None:
+            wrk_runs.append(by_wrk["rps"])
         pg_runs.append(await asyncio.to_thread(_pgbench, database_url, cfg.seconds))
     profile = await _profile(app, make, cfg)
     a, p = statistics.median(app_runs), statistics.median(pg_runs)
-    return {
+    result: dict[str, Any] = {
         "app_orders_per_s": spread(app_runs),
         "pgbench_tps": spread(pg_runs),
         "ratio_app_to_pgbench": round(a / p, 3) if p else None,
         "connections": 10,
         "profile": profile,
     }
+    if wrk_runs:
+        result["app_orders_per_s_wrk"] = spread(wrk_runs)
+        result["ratio_app_wrk_to_pgbench"] = round(statistics.median(wrk_runs) / p, 3) if p else None
+    else:
+        result["wrk"] = WRK_MISSING
+        print(WRK_MISSING, flush=True)
+    return result
 
 
 def _pgbench(database_url: str, seconds: float) -> float:
@@ -293,6 +314,45 @@ async def _profile(app: BenchApp, make: Any, cfg: Config) -> dict[str, Any]:
         "samples": total,
         "top_leaf_functions": [(name, round(100 * n / total, 1)) for name, n in leaves.most_common(12)],
         "by_package_percent": {name: round(100 * n / total, 1) for name, n in packages.most_common()},
+        "native": await _native_profile(app, spy, seconds),
+    }
+
+
+async def _native_profile(app: BenchApp, spy: str, seconds: int) -> dict[str, Any]:
+    """What the Python profile's top line (aiopg's ``Cursor.execute``, psycopg2's C ``execute``) really is:
+    py-spy with ``--native`` under wrk's load, leaves named down to libc (``send`` is the syscall)."""
+    if tool("wrk") is None:
+        return {"error": WRK_MISSING}
+    out = Path(tempfile.mkdtemp()) / "native.txt"
+    argv = [spy, "record", "--pid", str(app.pid), "--duration", str(seconds), "--native", "--format", "raw"]
+    recorder = await asyncio.create_subprocess_exec(
+        *argv, "--output", str(out), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    url = f"{app.base}/fixed/orders?hold=0"
+    await asyncio.to_thread(wrk, url, "orders", connections=10, seconds=seconds + 1)
+    await recorder.wait()
+    if not out.exists():
+        return {"error": "py-spy --native could not sample"}
+    leaves: Counter[str] = Counter()
+    in_execute: Counter[str] = Counter()
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        frames, n = stack.split(";"), int(count)
+        total += n
+        leaf = frames[-1].split(" (")[0]
+        leaves[leaf] += n
+        if any(f.startswith("Cursor.execute (aiopg/connection.py") for f in frames):
+            in_execute[leaf] += n
+    share = lambda n: round(100 * n / total, 1)  # noqa: E731
+    return {
+        "samples": total,
+        "top_leaves": [(name, share(n)) for name, n in leaves.most_common(8)],
+        "under_cursor_execute": share(sum(in_execute.values())),
+        "send_under_cursor_execute": share(in_execute["send"]),
+        "getpid": share(leaves["getpid"]),
     }
 
 
@@ -313,6 +373,76 @@ def _package(frame: str) -> str:
         if key in frame:
             return name
     return "other"
+
+
+# --- 2b. what was tried to bring the app closer to the database -----------------------------------------------
+
+UNIX_SOCKETS = Path("/var/run/postgresql")
+
+
+def options(database_url: str) -> dict[str, tuple[dict[str, str], int]]:
+    """Each configuration tried: its environment and how many processes serve the port."""
+    found = {
+        "as shipped": ({}, 1),
+        "access log on (ACCESS_LOG=1)": ({"ACCESS_LOG": "1"}, 1),
+        "uvloop (UVLOOP=1)": ({"UVLOOP": "1"}, 1),
+        # two processes share each role's CONNECTION LIMIT of 20 (README, "Two processes behind a proxy")
+        "2 processes, one port (REUSE_PORT=1)": ({"REUSE_PORT": "1", "PG_POOL_SIZE": "9"}, 2),
+    }
+    if (UNIX_SOCKETS / ".s.PGSQL.5432").exists():
+        parts = urllib.parse.urlsplit(database_url)
+        unix = f"postgresql://{parts.username or 'postgres'}@{parts.path}?host={UNIX_SOCKETS}"
+        found["Postgres over a Unix socket"] = ({"DATABASE_URL": unix}, 1)
+    return found
+
+
+async def optimisations(app: BenchApp, cfg: Config, database_url: str) -> dict[str, Any]:
+    """Fixed orders driven by wrk under each configuration, one configuration alive at a time (the roles'
+    connection limits are shared), interleaved, pgbench once per round; each against pgbench and the shipped
+    app of the same rounds."""
+    tried = options(database_url)
+    if tool("wrk") is None:
+        print(WRK_MISSING, flush=True)
+        return {"wrk": WRK_MISSING}
+    runs: dict[str, list[float]] = {name: [] for name in tried}
+    errors: dict[str, int] = dict.fromkeys(tried, 0)
+    pg_runs: list[float] = []
+    app.stop()  # its pools count against the same limits
+    try:
+        for _ in range(cfg.reps):
+            for name, (env, processes) in tried.items():
+                port = toolkit.free_port()
+                served = [toolkit.AppProcess(app.log, env, port=port) for _ in range(processes)]
+                try:
+                    for process in served:
+                        await asyncio.to_thread(process.start)
+                    url = f"http://127.0.0.1:{port}/fixed/orders?hold=0"
+                    if not cfg.smoke:
+                        await asyncio.to_thread(wrk, url, "orders", connections=10, seconds=1)  # warm-up
+                    by_wrk = await asyncio.to_thread(wrk, url, "orders", connections=10, seconds=cfg.seconds)
+                    assert by_wrk is not None
+                    runs[name].append(by_wrk["rps"])
+                    errors[name] += by_wrk["errors"]
+                finally:
+                    for process in served:
+                        await asyncio.to_thread(process.stop)
+            pg_runs.append(await asyncio.to_thread(_pgbench, database_url, cfg.seconds))
+    finally:
+        await asyncio.to_thread(app.start)
+    pg = statistics.median(pg_runs)
+    shipped = statistics.median(runs["as shipped"])
+    return {
+        "pgbench_tps": spread(pg_runs),
+        "options": {
+            name: {
+                "rps": spread(values),
+                "errors": errors[name],
+                "to_pgbench": round(statistics.median(values) / pg, 3) if pg else None,
+                "to_shipped": round(statistics.median(values) / shipped, 3) if shipped else None,
+            }
+            for name, values in runs.items()
+        },
+    }
 
 
 # --- 3. the load generator is not the bottleneck ----------------------------------------------------------------
@@ -471,7 +601,17 @@ async def explore(cfg: Config) -> dict[str, Any]:
     return out
 
 
-BENCHMARKS = ("price_of_fix", "database_limit", "generator", "fanout", "recovery", "drivers", "soak", "explore")
+BENCHMARKS = (
+    "price_of_fix",
+    "database_limit",
+    "optimisations",
+    "generator",
+    "fanout",
+    "recovery",
+    "drivers",
+    "soak",
+    "explore",
+)
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -494,6 +634,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 results[name] = await price_of_fix(app, cfg)
             elif name == "database_limit":
                 results[name] = await database_limit(app, cfg, database_url)
+            elif name == "optimisations":
+                results[name] = await optimisations(app, cfg, database_url)
             elif name == "generator":
                 results[name] = await generator(app, cfg)
             elif name == "fanout":
