@@ -7,7 +7,7 @@ VARIANT ?= broken
 BASE_URL ?= http://127.0.0.1:8080
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate test bench lint up down demo watch pitfall explore soak topology matrix load-disconnect load-shield load-pubsub
+.PHONY: help install run migrate test bench lint up down demo watch pitfall explore soak topology matrix ladder load-disconnect load-shield load-pubsub
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ soak: install ## every fixed scenario at a steady rate with disconnects, then th
 
 topology: install ## the compose topology without Docker: 2 apps behind Debian's caddy (PROXY=bare, SET=NAME=VALUE)
 	$(PY) -m scripts.topology $(if $(PROXY),--proxy $(PROXY)) $(foreach s,$(SET),--set $(s))
+
+ladder: install ## scenario 1's ladder against a running app: broken, a transaction without the shield, fixed
+	$(PY) -m scripts.ladder disconnect --base-url $(BASE_URL)
 
 matrix: install ## the version matrix: every pyenv Python, aiohttp and redis-py versions -> docs/MATRIX.md (~1 min cached)
 	$(PY) -m scripts.matrix

@@ -94,16 +94,23 @@ async def start_load(request: web.Request) -> web.Response:
     body = await json_object(request)
     scenario, variant = body.get("scenario"), body.get("variant")
     served = {s.name: s for s in request.app[scenarios_key]}
-    load = served[scenario].load if isinstance(scenario, str) and scenario in served else None
-    if load is None or not isinstance(scenario, str) or variant not in VARIANTS:
+    chosen = served.get(scenario) if isinstance(scenario, str) else None
+    ladder = variant == "ladder" and chosen is not None and bool(chosen.rungs)  # all its steps, one load
+    if chosen is None or chosen.load is None or not (variant in VARIANTS or ladder):
         loads = ", ".join(name for name, s in served.items() if s.load)
-        return json_error(400, f"'scenario' must be one of {loads} and 'variant' one of {', '.join(VARIANTS)}")
+        return json_error(
+            400, f"'scenario' must be one of {loads} and 'variant' one of {', '.join(VARIANTS)} (or 'ladder')"
+        )
     runner = request.app[loads_key]
     if runner.running:
         return json_error(409, f"a load is running already: {runner.scenario} / {runner.variant}")
     # This very server, over loopback: the port the request came in on.
     port = request.transport.get_extra_info("sockname")[1] if request.transport else request.app[settings_key].port
-    runner.start(scenario, variant, f"http://127.0.0.1:{port}", load.dashboard_args)
+    base = f"http://127.0.0.1:{port}"
+    if ladder:
+        runner.launch(f"{chosen.name} ladder", None, ["-m", "scripts.ladder", chosen.name, "--base-url", base])
+    else:
+        runner.start(chosen.name, str(variant), base, chosen.load.dashboard_args)
     return web.json_response(runner.status(), status=202)
 
 

@@ -56,6 +56,7 @@ class LoadRunner:
 
     def status(self) -> dict[str, Any]:
         verdict = next((line.split(": ", 1)[1] for line in self.output if line.startswith("VERDICT: ")), None)
+        verdict = verdict if self.variant is not None else None  # a ladder prints one per step: none is its own
         return {
             "running": self.running,
             "run": self.runs,

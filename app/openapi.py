@@ -60,6 +60,9 @@ def document(scenarios: Iterable[Scenario]) -> dict[str, Any]:
     for scenario in scenarios:
         for route in scenario.routes:
             paths.setdefault("/{variant}" + route.path, {})[route.method.lower()] = route.spec
+        for rung in scenario.rungs:  # served by the broken variant only
+            spec = {**rung.spec, "parameters": [p for p in rung.spec["parameters"] if p is not VARIANT]}
+            paths.setdefault("/broken" + rung.path, {})[rung.method.lower()] = spec
     return {
         "openapi": "3.1.0",
         "info": {"title": "asyncio-pitfalls", "version": "0.1.0"},

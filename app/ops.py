@@ -247,6 +247,7 @@ async def scenario_list(request: web.Request) -> web.Response:
                     "source": s.source,
                     "load": s.load is not None,
                     "failures_label": s.card.failures_label,
+                    "ladder": [r.title for r in s.rungs],
                     "spark_label": s.card.spark_label,
                 }
                 for s in served

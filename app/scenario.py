@@ -49,6 +49,21 @@ def shared(method: str, path: str, handler: Handler, spec: dict[str, Any]) -> Ro
 
 
 @dataclass(frozen=True)
+class Rung:
+    """A step between broken and fixed, where one pair would hide two lessons (a ladder): served beside the
+    broken variant's handler at ``path``, on the broken variant's pool and role, and driven by the same load
+    (``scripts.ladder``) so the three steps' figures sit side by side."""
+
+    name: str
+    title: str  # what this step does, in a few words ("a transaction, no shield")
+    lesson: str  # what it shows, in one sentence
+    method: str
+    path: str
+    handler: Handler
+    spec: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Figure:
     label: str
     read: Callable[[VariantState], object]
@@ -98,6 +113,7 @@ class Scenario:
     card: Card | None = None
     load: Load | None = None
     targets: tuple[str, ...] = ()  # its handlers in the cancellation map (scripts.explore)
+    rungs: tuple[Rung, ...] = ()  # steps between broken and fixed, served in the broken variant
     resources: tuple[str, ...] = field(init=False)  # first path segments: /metrics's ``scenario`` label
 
     def __post_init__(self) -> None:

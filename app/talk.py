@@ -21,7 +21,7 @@ from .settings import Variant
 class Step:
     title: str  # bold in the README
     say: str  # what to point at while it runs
-    action: Literal["load", "pitfall", "reset"]
+    action: Literal["load", "ladder", "pitfall", "reset"]
     scenario: str | None = None  # load: the scenario (its first broken/fixed route is the code shown)
     variant: Variant | None = None
     pitfall: str | None = None  # pitfall: runs broken, then fixed
@@ -47,6 +47,14 @@ TALK = (
         "load",
         "disconnect",
         "fixed",
+    ),
+    Step(
+        "Scenario 1, the ladder",
+        "the middle step between them, a transaction without the shield, under the same orders-only load:"
+        " never half an order, but the orders whose client hung up are rolled back. The transaction buys"
+        " atomicity; the shield buys finishing what a client started.",
+        "ladder",
+        "disconnect",
     ),
     Step(
         "Scenario 2, broken",
@@ -118,11 +126,16 @@ def described(scenarios: Sequence[Scenario]) -> list[dict[str, Any]]:
     for step in TALK:
         if step.scenario is not None and step.scenario not in by_name:
             continue
-        code = None
+        code, labels = None, None
         if step.scenario is not None:
-            lesson = next(r for r in by_name[step.scenario].routes if r.broken is not r.fixed)
-            code = side_by_side(lesson.broken, lesson.fixed)
-            source = by_name[step.scenario].source
+            scenario = by_name[step.scenario]
+            lesson = next(r for r in scenario.routes if r.broken is not r.fixed)
+            if step.action == "ladder":  # its middle step beside the fixed handler: the difference is the shield
+                middle = scenario.rungs[0]
+                code, labels = side_by_side(middle.handler, lesson.fixed), {"broken": f"middle: {middle.title}"}
+            else:
+                code = side_by_side(lesson.broken, lesson.fixed)
+            source = scenario.source
         elif step.pitfall is not None:
             pitfall = PITFALLS[step.pitfall]
             code = side_by_side(pitfall.broken, pitfall.fixed)
@@ -136,6 +149,7 @@ def described(scenarios: Sequence[Scenario]) -> list[dict[str, Any]]:
                 "variant": step.variant,
                 "pitfall": step.pitfall,
                 "code": code,
+                "labels": labels or {},
                 "source": source if code else None,
             }
         )

@@ -4,7 +4,8 @@ A hung-up order is dropped at a random moment of its ``hold`` (the slow step ins
 report is a slow one (``--report-seconds``) that the client gives up on after 0.05..1 s, as people do.
 Afterwards it waits for the variant to go quiet and reads back the stats and the role's server backends.
 Invariant: no order without items, no request refused by Postgres, no backend still running for a client
-that is gone.
+that is gone. Also counted, for the ladder (``--rung``, ``scripts.ladder``): what became of the orders whose
+client hung up — landed whole, half-written, or gone.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import argparse
 import asyncio
 import contextlib
 import random
+import uuid
+from collections import Counter
 from typing import Any
 
 import aiohttp
 
+from app.scenarios.disconnect import SCENARIO
 from app.state import VariantState
 
 from ._common import Progress, Tally, body_of, cannot_reach, fetch_json, finish, variant_state
@@ -31,10 +35,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-share", type=float, default=0.25, help="share of requests that are reports")
     p.add_argument("--report-seconds", type=float, default=10, help="length of an abandoned report (<=30)")
     p.add_argument("--hold", type=float, default=0.2, help="the order's slow step, seconds (<=5)")
+    rungs = [r.name for r in SCENARIO.rungs]
+    p.add_argument("--rung", choices=rungs, help="orders go to this middle step of the ladder (broken only)")
 
 
 async def run(args: argparse.Namespace) -> int:
     base, variant = args.base_url.rstrip("/"), args.variant
+    if args.rung is not None and variant != "broken":
+        print("--rung: the ladder's middle steps are served by the broken variant (--variant broken)")
+        return 2
+    rung = next((r for r in SCENARIO.rungs if r.name == args.rung), None)
+    args.orders_path = rung.path if rung is not None else "/orders"
+    args.customers = f"load-{uuid.uuid4().hex[:8]}-"  # this run's orders, told apart from any other's
+    outcomes: Counter[str] = Counter()
     rng = random.Random(args.seed)
     tally = Tally(total=args.requests)
     progress = Progress(tally)
@@ -68,7 +81,7 @@ async def run(args: argparse.Namespace) -> int:
                 if tally.elapsed > args.max_seconds:
                     tally.errors["not_sent_deadline"] += 1
                     continue
-                await _one(http, base, variant, i, rng, args, tally)
+                await _one(http, base, variant, i, rng, args, tally, outcomes)
                 tally.done += 1
 
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
@@ -78,6 +91,7 @@ async def run(args: argparse.Namespace) -> int:
             await sampler
         progress.update(final=True)
         after = await fetch_json(http, f"{base}/{variant}/orders/stats")
+        ours = await fetch_json(http, f"{base}/{variant}/orders/stats?customer_prefix={args.customers}")
 
     observed = {
         "orders_without_items": after["orders_without_items"] - before["orders_without_items"],
@@ -93,8 +107,22 @@ async def run(args: argparse.Namespace) -> int:
         verdict = "unexpected"  # nothing was hung up, or nothing got through: the run shows nothing
     else:
         verdict = "held" if all(v == 0 for v in observed.values()) else "reproduced"
+    # The orders whose client hung up: every answered one landed whole, so the rest of the whole ones are theirs.
+    half = ours["orders_without_items"]
+    landed = max(0, ours["orders"] - half - outcomes["answered"])
+    hung_up = {
+        "hung_up": outcomes["hung_up"],
+        "landed_whole": landed,
+        "half_written": half,
+        "gone": max(0, outcomes["hung_up"] - landed - half),
+    }
     print(
-        f"disconnect/{variant}: {tally.done} requests, {tally.disconnects} hung up, "
+        f"orders hung up: {hung_up['hung_up']}; of those {landed} landed whole, {half} half-written, "
+        f"{hung_up['gone']} gone (rolled back, or hung up before the write began)"
+    )
+    print(
+        f"disconnect/{variant}{'/' + args.rung if args.rung else ''}: {tally.done} requests, "
+        f"{tally.disconnects} hung up, "
         f"{after['orders'] - before['orders']} orders written, peak backends {peak['backends']} "
         f"(pool max {pool_max}, role limit {quiet_state['postgres']['role_connection_limit']}), "
         f"handlers cancelled {quiet_state['handlers_cancelled'] - cancelled_before}"
@@ -112,6 +140,8 @@ async def run(args: argparse.Namespace) -> int:
             "role_connection_limit": quiet_state["postgres"]["role_connection_limit"],
             "orders_written": after["orders"] - before["orders"],
             "handlers_cancelled": quiet_state["handlers_cancelled"] - cancelled_before,
+            "rung": args.rung,
+            "hung_up_orders": hung_up,
         },
     )
 
@@ -124,6 +154,7 @@ async def _one(
     rng: random.Random,
     args: argparse.Namespace,
     tally: Tally,
+    outcomes: Counter[str],
 ) -> None:
     hang_up = rng.random() < args.disconnect_share
     body: dict[str, Any] | None = None
@@ -132,10 +163,10 @@ async def _one(
         method, url, patience = "GET", f"{base}/{variant}/reports/slow?seconds={seconds}", rng.uniform(0.05, 1.0)
     else:
         items = [{"sku": f"sku-{k}", "qty": rng.randint(1, 5)} for k in range(rng.randint(1, 5))]
-        body = {"customer": f"load-{i}", "items": items}
+        body = {"customer": f"{args.customers}{i}", "items": items}
         method, url, patience = (
             "POST",
-            f"{base}/{variant}/orders?hold={args.hold}",
+            f"{base}/{variant}{args.orders_path}?hold={args.hold}",
             rng.uniform(0, 1.5 * args.hold),
         )
     deadline = asyncio.timeout(patience if hang_up else None)
@@ -145,6 +176,7 @@ async def _one(
     except TimeoutError:
         if deadline.expired():
             tally.disconnects += 1  # we hung up: the connection is closed mid-request
+            outcomes["hung_up"] += body is not None
         else:
             tally.errors["timeout"] += 1
         return
@@ -153,6 +185,7 @@ async def _one(
         return
     if resp.status < 400:
         tally.ok += 1
+        outcomes["answered"] += body is not None
     elif resp.status == 503 and "too many" in str(payload.get("detail", "")):
         tally.errors["refused"] += 1
     else:

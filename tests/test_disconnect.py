@@ -30,14 +30,21 @@ async def wait_quiet(client: TestClient, variant: str) -> VariantState:
 
 
 @pytest.mark.parametrize(
-    ("variant", "without_items", "orders"),
-    [("broken", N, N), ("fixed", 0, N)],
+    ("variant", "path", "without_items", "orders"),
+    [
+        ("broken", "/orders", N, N),
+        # the ladder's middle step (a transaction, no shield): never half an order, but every one rolled back
+        ("broken", "/orders/no-shield", 0, 0),
+        ("fixed", "/orders", 0, N),
+    ],
 )
-async def test_hang_up_during_hold(client: TestClient, variant: str, without_items: int, orders: int) -> None:
+async def test_hang_up_during_hold(
+    client: TestClient, variant: str, path: str, without_items: int, orders: int
+) -> None:
     probe = client.app[probe_key]
     async with Callers(client) as callers:
         for i in range(N):
-            callers.start("POST", f"/{variant}/orders?hold={HOLD}", json={"customer": f"c{i}", "items": ITEMS})
+            callers.start("POST", f"/{variant}{path}?hold={HOLD}", json={"customer": f"c{i}", "items": ITEMS})
         await probe.reached(f"{variant}.hold", N)
         await callers.hang_up()
     await probe.reached(f"{variant}.cancelled", N)
@@ -45,7 +52,7 @@ async def test_hang_up_during_hold(client: TestClient, variant: str, without_ite
     assert state["jobs"]["active"] == 0
 
     stats = await get_json(client, f"/{variant}/orders/stats")
-    # broken: every order stays without its items. fixed: every order it started lands whole.
+    # broken: every order stays without its items; no shield: none stays at all; fixed: every one lands whole.
     assert stats == {
         "orders": orders,
         "items": (orders - without_items) * len(ITEMS),

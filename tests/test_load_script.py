@@ -153,3 +153,24 @@ def test_expected_verdict_decides_exit_code(served: str) -> None:
     )
     assert run.returncode == 1, run.stdout + run.stderr
     assert "VERDICT: unexpected" in run.stdout.splitlines()
+
+
+def test_the_ladder_says_what_the_transaction_and_the_shield_each_buy(served: str, tmp_path: Path) -> None:
+    """``scripts.ladder disconnect``: the same orders-only load on broken, on the middle step (a transaction
+    without the shield) and on fixed (#15). Broken leaves orders half-written; the middle step never does, but
+    loses the orders whose client hung up (rolled back with the cancel); fixed lands them whole."""
+    rows_json = tmp_path / "ladder.json"
+    argv = [sys.executable, "-m", "scripts.ladder", "disconnect", "--base-url", served, "--requests", "80"]
+    run = subprocess.run([*argv, "--json", str(rows_json)], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = {row["step"].split(":")[0]: row for row in json.loads(rows_json.read_text())}
+    broken, middle, fixed = rows["broken"], rows["middle"], rows["fixed"]
+    assert broken["half_written"] > 0 and broken["verdict"] == "reproduced"
+    # a client may still hang up after the COMMIT: then its order landed, whichever the step
+    assert middle["half_written"] == 0 and middle["gone"] > 0 and middle["verdict"] == "held"
+    assert (
+        fixed["half_written"] == 0
+        and fixed["landed_whole"] > middle["landed_whole"]
+        and fixed["verdict"] == "held"
+    )
+    assert "What became of the orders whose client hung up" in run.stdout

@@ -22,7 +22,7 @@ from .. import openapi, resources, validation
 from ..admission import protected
 from ..db import acquired, checked, fetch_one
 from ..keys import admin_db_key, db_key, gates_key, long_reads_key, probe_key, variant_key
-from ..scenario import Card, Figure, Load, Route, Scenario, of, shared
+from ..scenario import Card, Figure, Load, Route, Rung, Scenario, of, shared
 from ..state import VariantState
 from ._common import count_failure, refused
 
@@ -49,6 +49,15 @@ async def fixed_create_order(request: web.Request) -> web.Response:
         _write_order_in_transaction(request, order, hold), passed, what="order", failed=count_failure(request.app)
     )
     order_id = await aiojobs.aiohttp.shield(request, work)
+    return web.json_response({"order_id": order_id}, status=201)
+
+
+async def no_shield_create_order(request: web.Request) -> web.Response:
+    """The ladder's middle step: one transaction, no shield. The hang-up still cancels the handler during the
+    hold, and the cancel rolls the transaction back: never half an order, but the order the client started is
+    gone too. A transaction buys atomicity; the shield buys finishing what was started."""
+    order, hold = await _order_request(request)
+    order_id = await _write_order_in_transaction(request, order, hold)
     return web.json_response({"order_id": order_id}, status=201)
 
 
@@ -88,7 +97,10 @@ async def fixed_slow_report(request: web.Request) -> web.Response:
 
 
 async def order_stats(request: web.Request) -> web.Response:
-    """Read through the admin pool, so the figures stay readable while the broken variant's role is refused."""
+    """Read through the admin pool, so the figures stay readable while the broken variant's role is refused.
+    ``?customer_prefix=`` counts only those customers' orders (one load run's, for the ladder)."""
+    query = dict(request.query)
+    prefix = validation.text(query, "customer_prefix", max_len=100) if "customer_prefix" in query else ""
     orders, items, without_items = await fetch_one(
         request.config_dict[admin_db_key],
         """
@@ -97,9 +109,9 @@ async def order_stats(request: web.Request) -> web.Response:
                count(*) FILTER (WHERE n IS NULL)
         FROM orders o
         LEFT JOIN (SELECT order_id, count(*) AS n FROM order_items GROUP BY order_id) i ON i.order_id = o.id
-        WHERE o.variant = %s
+        WHERE o.variant = %s AND starts_with(o.customer, %s)
         """,
-        (request.app[variant_key],),
+        (request.app[variant_key], prefix),
     )
     return web.json_response({"orders": orders, "items": items, "orders_without_items": without_items})
 
@@ -228,4 +240,20 @@ SCENARIO = Scenario(
     ),
     load=Load(requests=400),
     targets=("orders", "reports"),
+    rungs=(
+        Rung(
+            "no-shield",
+            "a transaction, no shield",
+            "never half an order, but the order a client started is rolled back when it hangs up",
+            "POST",
+            "/orders/no-shield",
+            no_shield_create_order,
+            openapi.operation(
+                "created (the ladder's middle step; broken variant only)",
+                "201",
+                params=[openapi.seconds("hold", 5, 0.2)],
+                requestBody=openapi.json_body(ORDER_BODY),
+            ),
+        ),
+    ),
 )

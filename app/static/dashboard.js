@@ -27,6 +27,12 @@ function buildColumns() {
     const columns = el("div", { class: "columns" });
     const title = el("h2", {}, `${i + 1} · ${spec.title} `);
     if (spec.load) title.append(el("code", {}, `make load-${spec.name}`), " ");
+    if (spec.ladder.length) {
+      const ladder = el("button", { class: "ladder", "data-testid": `ladder-${spec.name}`,
+        title: `broken, then ${spec.ladder.join(", then ")}, then fixed: the same load, side by side` }, "Run the ladder");
+      ladder.addEventListener("click", () => startLoad(spec.name, "ladder"));
+      title.append(ladder, " ");
+    }
     title.append(el("span", { class: "source" }, spec.source));
     before.before(el("section", { class: "scenario", id: spec.name }, title, columns));
     for (const variant of VARIANTS) {
@@ -144,8 +150,11 @@ async function pollLoad() {
     state.className = `pill ${status.returncode === 0 ? "ok" : "bad"}`;
   }
   if (talkRun !== null && status.run === talkRun) { // the load the talk's current step started
+    const table = status.output.findIndex((line) => line.startsWith("What became of"));
     document.getElementById("talk-status").textContent = status.running
-      ? `load running: ${progress || "starting"}` : `VERDICT: ${status.verdict || "exit " + status.returncode}`;
+      ? `load running: ${progress || "starting"}`
+      : table >= 0 ? status.output.slice(table).join("\n") // a ladder: its table
+        : `VERDICT: ${status.verdict || "exit " + status.returncode}`;
   }
   // Always: a load started from a terminal (make load-...) reports to this app and shows here too.
   polling = setTimeout(pollLoad, status.running ? 500 : 1000);
@@ -217,7 +226,7 @@ function showStep() {
     const pre = el("pre", { class: "code", "data-testid": `talk-code-${variant}` },
       ...code.lines.map((line) => el("span", { class: line.changed ? "line changed" : "line" }, line.text || " ")));
     const col = el("div", { class: `col ${variant}`, "data-variant": variant },
-      el("h3", {}, variant, el("span", { class: "source" }, step.source)),
+      el("h3", {}, step.labels[variant] || variant, el("span", { class: "source" }, step.source)),
       el("div", { class: "failures", "data-testid": `talk-failures-${variant}` }, step.pitfall ? "" : "–"),
       el("dl"), el("p", { class: "why" }, code.why), pre);
     columns.append(col);
@@ -239,9 +248,9 @@ async function runStep(step) {
   const status = document.getElementById("talk-status");
   const say = (text) => { status.textContent = text; };
   talkRun = null;
-  if (step.action === "load") {
-    talkRun = await startLoad(step.scenario, step.variant, say);
-    if (talkRun !== null) say(`load running: ${step.scenario} / ${step.variant}`);
+  if (step.action === "load" || step.action === "ladder") {
+    talkRun = await startLoad(step.scenario, step.variant || "ladder", say);
+    if (talkRun !== null) say(`load running: ${step.scenario} / ${step.variant || "ladder"}`);
   } else if (step.action === "reset") {
     if (await resetDemo(say)) say("reset: every figure counts from 0 again");
   } else if (step.action === "pitfall") {
@@ -264,7 +273,7 @@ document.addEventListener("keydown", (event) => {
   if (event.key === "t") toggleTalk();
   else if (event.key === "ArrowRight" && talkAt + 1 < TALK.length) {
     if (!talking) toggleTalk(true);
-    if (loadRunning && TALK[talkAt + 1].action === "load") {
+    if (loadRunning && ["load", "ladder"].includes(TALK[talkAt + 1].action)) {
       document.getElementById("talk-status").textContent = "a load is still running: → again once its verdict is in";
       event.preventDefault();
       return;
