@@ -63,8 +63,8 @@ soak: install ## every fixed scenario at a steady rate with disconnects, then th
 topology: install ## the compose topology without Docker: 2 apps behind Debian's caddy (PROXY=bare, SET=NAME=VALUE)
 	$(PY) -m scripts.topology $(if $(PROXY),--proxy $(PROXY)) $(foreach s,$(SET),--set $(s))
 
-ladder: install ## scenario 1's ladder against a running app: broken, a transaction without the shield, fixed
-	$(PY) -m scripts.ladder disconnect --base-url $(BASE_URL)
+ladder: install ## a ladder against a running app: broken, its middle step, fixed (SCENARIO=disconnect|pubsub)
+	$(PY) -m scripts.ladder $(or $(SCENARIO),disconnect) --base-url $(BASE_URL)
 
 matrix: install ## the version matrix: every pyenv Python, aiohttp and redis-py versions -> docs/MATRIX.md (~1 min cached)
 	$(PY) -m scripts.matrix

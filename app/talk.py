@@ -65,6 +65,14 @@ TALK = (
     ),
     Step("Scenario 2, fixed", "all 200 streams on one Redis connection.", "load", "pubsub", "fixed"),
     Step(
+        "Scenario 2, the ladder",
+        "the middle step closes each request's PubSub: nothing leaks any more, and Redis works again once the"
+        " subscribers leave, but while they are live the pool still refuses all but 20. Only the hub serves"
+        " them all.",
+        "ladder",
+        "pubsub",
+    ),
+    Step(
         "Scenario 3, broken",
         "the load runs its own app and SIGTERMs it mid-load: accepted transfers are lost (the load panel shows"
         " the verdict; the figures are that child's, not this dashboard's).",

@@ -17,10 +17,12 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import aiohttp
+
 from app.scenarios import SCENARIOS as ALL
 from app.settings import VARIANTS
 
-from ._common import require_loopback
+from ._common import cannot_reach, fetch_json, require_loopback
 from ._report import reported
 
 # Every scenario with a ``Load`` in its description, driven by this package's ``load_<name>`` module.
@@ -61,10 +63,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def run_reported(args: argparse.Namespace) -> int:
-    """The scenario's driver, its output shown on the app's dashboard too (see ``_report``)."""
+    """The scenario's driver, its output shown on the app's dashboard too (see ``_report``); ``--reset``
+    first, for every scenario (before: only disconnect's driver did it, the others ignored it)."""
+    if args.reset and not getattr(args, "spawn_app", False) and not await reset(args.base_url):
+        return 2
     async with reported(args.base_url, args.scenario, args.variant) as code:
         code[0] = await driver(args.scenario).run(args)
     return code[0]
+
+
+async def reset(base_url: str) -> bool:
+    """POST /api/reset to a running app (the spawned app of ``shield --spawn-app`` starts empty anyway)."""
+    try:
+        async with aiohttp.ClientSession() as http:
+            await fetch_json(http, f"{base_url.rstrip('/')}/api/reset", "POST")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return cannot_reach(base_url, exc) == 0
+    return True
 
 
 if __name__ == "__main__":

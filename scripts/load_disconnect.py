@@ -53,8 +53,6 @@ async def run(args: argparse.Namespace) -> int:
     progress = Progress(tally)
     connector = aiohttp.TCPConnector(limit=0, force_close=True)  # one connection per request: hang-ups are real
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=40)) as http:
-        if args.reset:
-            await fetch_json(http, f"{base}/api/reset", "POST")
         try:
             before = await fetch_json(http, f"{base}/{variant}/orders/stats")
             state = await variant_state(http, base, variant)

@@ -2,7 +2,9 @@
 then messages published through the app.
 
 Invariant: every subscriber is accepted, every publish succeeds, every live subscriber receives every
-message in order, and the variant holds at most 2 Redis connections (the hub's and one to publish).
+message in order, and the variant holds at most 2 Redis connections (the hub's and one to publish). Also
+measured, for the ladder (``--rung``, ``scripts.ladder``): once every subscriber has left, does a publish
+work again, and how many Redis connections does the variant still hold?
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import uuid
 
 import aiohttp
 
+from app.scenarios.pubsub import SCENARIO
+
 from ._common import Progress, Tally, body_of, cannot_reach, fetch_json, finish
 from ._sse import SseStream, subscribe
 from .toolkit import percentile_ms, poll
@@ -28,13 +32,18 @@ MAX_HUB_CONNECTIONS = 2
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop-share", type=float, default=0.25, help="share of subscribers dropped abruptly (0..1)")
     p.add_argument("--messages", type=int, default=20, help="messages to publish (1..1000)")
+    rungs = [r.name for r in SCENARIO.rungs]
+    p.add_argument("--rung", choices=rungs, help="subscribe on this middle step of the ladder (broken only)")
 
 
 async def run(args: argparse.Namespace) -> int:
     base, variant = args.base_url.rstrip("/"), args.variant
+    if args.rung is not None and variant != "broken":
+        print("--rung: the ladder's middle steps are served by the broken variant (--variant broken)")
+        return 2
     subscribers = args.requests or 200
     channel = f"load-{uuid.uuid4().hex[:8]}"
-    stream_url = f"{base}/{variant}/events/{channel}"
+    stream_url = f"{base}/{variant}/events/{channel}" + (f"/{args.rung}" if args.rung else "")
     rng = random.Random(args.seed)
     tally = Tally(total=subscribers)
     progress = Progress(tally)
@@ -107,6 +116,16 @@ async def run(args: argparse.Namespace) -> int:
             stream.close()
         figures = await fetch_json(http, f"{base}/{variant}/events/stats")
 
+        # 4. Every subscriber has left: does the variant work again?
+        left = await poll(
+            lambda: fetch_json(http, f"{base}/{variant}/events/stats"),
+            lambda s: s["subscribers"] == 0,
+            timeout=5,
+            every=0.1,
+        )
+        async with http.post(f"{base}/{variant}/events/{channel}", json={"data": "after"}) as resp:
+            publish_after = resp.status
+
     missed = sum(len(published) - _in_order_prefix(seqs, published) for seqs, _ in received)
     latencies = sorted(lat for _, lats in received for lat in lats)
     observed = {
@@ -126,12 +145,21 @@ async def run(args: argparse.Namespace) -> int:
         "delivery_p50_ms": percentile_ms(latencies, 50, 1),
         "delivery_p99_ms": percentile_ms(latencies, 99, 1),
         "redis_max_connections": figures["redis_max_connections"],
+        "rung": args.rung,
+        "after_they_left": {
+            "publish_status": publish_after,
+            "redis_connections_in_use": left["redis_connections_in_use"],
+        },
     }
     print(
         f"pubsub/{variant}: {tally.ok} of {subscribers} subscribers accepted, {cut} dropped, "
         f"{len(published)} of {args.messages} messages published, {len(latencies)} deliveries "
         f"(p50 {extra['delivery_p50_ms']} ms, p99 {extra['delivery_p99_ms']} ms), "
         f"Redis connections in use {observed['redis_connections_in_use']} of {figures['redis_max_connections']}"
+    )
+    print(
+        f"after every subscriber left: a publish answered {publish_after}, "
+        f"{left['redis_connections_in_use']} Redis connections still in use"
     )
     return finish(
         scenario="pubsub",

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -155,22 +156,37 @@ def test_expected_verdict_decides_exit_code(served: str) -> None:
     assert "VERDICT: unexpected" in run.stdout.splitlines()
 
 
+def ladder(served: str, scenario: str, tmp_path: Path, *args: str) -> tuple[str, dict[str, dict[str, Any]]]:
+    rows_json = tmp_path / f"ladder-{scenario}.json"
+    argv = [sys.executable, "-m", "scripts.ladder", scenario, "--base-url", served, *args]
+    run = subprocess.run([*argv, "--json", str(rows_json)], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout, {row["step"].split(":")[0]: row for row in json.loads(rows_json.read_text())}
+
+
+def test_the_pubsub_ladder_tells_the_leak_from_the_wall(served: str, tmp_path: Path) -> None:
+    """``scripts.ladder pubsub`` (#15): broken and the middle step (a PubSub per request, closed) both refuse the
+    subscribers beyond the pool while they are live; once they leave, broken still holds every connection and
+    fails, the middle step holds none and works; the hub serves everyone. Each step after a reset (before:
+    ``--reset`` was ignored by every load but disconnect's, and the middle step inherited broken's leak)."""
+    out, rows = ladder(served, "pubsub", tmp_path)
+    broken, middle, fixed = rows["broken"], rows["middle"], rows["fixed"]
+    assert broken["refused"] == middle["refused"] > 0 and fixed["refused"] == 0
+    assert (broken["publish after all left"], broken["Redis conns held after"]) == (503, 20)
+    assert (middle["publish after all left"], middle["Redis conns held after"]) == (202, 0)
+    assert fixed["publish after all left"] == 202
+    assert "Only the hub serves them all" in out
+
+
 def test_the_ladder_says_what_the_transaction_and_the_shield_each_buy(served: str, tmp_path: Path) -> None:
     """``scripts.ladder disconnect``: the same orders-only load on broken, on the middle step (a transaction
     without the shield) and on fixed (#15). Broken leaves orders half-written; the middle step never does, but
     loses the orders whose client hung up (rolled back with the cancel); fixed lands them whole."""
-    rows_json = tmp_path / "ladder.json"
-    argv = [sys.executable, "-m", "scripts.ladder", "disconnect", "--base-url", served, "--requests", "80"]
-    run = subprocess.run([*argv, "--json", str(rows_json)], cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert run.returncode == 0, run.stdout + run.stderr
-    rows = {row["step"].split(":")[0]: row for row in json.loads(rows_json.read_text())}
+    out, rows = ladder(served, "disconnect", tmp_path, "--requests", "80")
     broken, middle, fixed = rows["broken"], rows["middle"], rows["fixed"]
-    assert broken["half_written"] > 0 and broken["verdict"] == "reproduced"
+    assert broken["half-written"] > 0 and broken["verdict"] == "reproduced"
     # a client may still hang up after the COMMIT: then its order landed, whichever the step
-    assert middle["half_written"] == 0 and middle["gone"] > 0 and middle["verdict"] == "held"
-    assert (
-        fixed["half_written"] == 0
-        and fixed["landed_whole"] > middle["landed_whole"]
-        and fixed["verdict"] == "held"
-    )
-    assert "What became of the orders whose client hung up" in run.stdout
+    assert middle["half-written"] == 0 and middle["gone"] > 0 and middle["verdict"] == "held"
+    assert fixed["half-written"] == 0 and fixed["landed whole"] > middle["landed whole"]
+    assert fixed["verdict"] == "held"
+    assert "What became of the orders whose client hung up" in out

@@ -24,7 +24,7 @@ from app.hub import Hub
 from app.keys import probe_key
 from app.settings import VARIANTS, Settings
 from scripts._sse import SseEvent, SseStream, subscribe
-from tests.helpers import App, get_json
+from tests.helpers import App, get_json, poll
 
 POOL = 5  # both variants' Redis pools, small so exhaustion is quick to show
 
@@ -99,6 +99,23 @@ async def test_fixed_serves_many_subscribers_on_one_connection(
     assert (await stats(client, "fixed"))["redis_connections_in_use"] <= 2
     for stream in streams:
         stream.close()
+
+
+async def test_the_middle_step_still_hits_the_wall_but_leaks_nothing(
+    client: TestClient, session: aiohttp.ClientSession
+) -> None:
+    """The ladder's middle step (#15: a PubSub per request, closed when its stream ends): while live, each
+    stream holds a connection, so POOL are served and the rest refused, and every other Redis call of the
+    variant fails; once they hang up, every connection is back and the variant works again."""
+    streams, refused = await open_streams(session, url(client, "/broken/events/news/closed"), POOL + 3)
+    assert len(streams) == POOL and len(refused) == 3
+    assert (await client.post("/broken/events/news", json={"data": "x"})).status == 503  # the wall, while live
+    for stream in streams:
+        stream.close()
+    await client.app[probe_key].reached("broken.cancelled", POOL)
+    figures = await poll(lambda: stats(client, "broken"), lambda f: f["redis_connections_in_use"] == 0)
+    assert figures == {"subscribers": 0, "redis_connections_in_use": 0, "redis_max_connections": POOL}
+    assert (await client.post("/broken/events/news", json={"data": "x"})).status == 202
 
 
 @pytest.mark.parametrize(("variant", "leaked"), [("broken", 3), ("fixed", 0)])

@@ -21,7 +21,7 @@ from ..clients import client_address
 from ..errors import BadRequest, ServiceUnavailable
 from ..hub import Hub, hub_client
 from ..keys import hub_key, redis_key, settings_key, streams_key, variant_key
-from ..scenario import Card, Figure, Load, Route, Scenario, of, shared
+from ..scenario import Card, Figure, Load, Route, Rung, Scenario, of, shared
 from ..settings import Variant
 from ._common import refused
 
@@ -40,6 +40,23 @@ async def broken_events(request: web.Request) -> web.StreamResponse:
             async for message in pubsub.listen():
                 if message["type"] == "message":
                     await sse.send(response, sse.Event("message", message["data"].decode()), timeout=timeout)
+    return response
+
+
+async def closed_events(request: web.Request) -> web.StreamResponse:
+    """The ladder's middle step: a ``PubSub`` per request, as broken, but closed when its stream ends
+    (``async with``), hang-up included: no connection leaks, and the pool recovers once the subscribers leave.
+    Yet each live stream still holds a connection: while they are live, the pool is the wall."""
+    channel = _channel(request)
+    timeout = request.app[settings_key].sse_send_timeout
+    with _admitted(request):
+        async with request.app[redis_key].client.pubsub() as pubsub:
+            await pubsub.subscribe(channel)
+            await pubsub.get_message(timeout=5)  # the confirmation: from now on the channel reaches us
+            async with sse.stream(request, send_timeout=timeout) as response:
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        await sse.send(response, sse.Event("message", message["data"].decode()), timeout=timeout)
     return response
 
 
@@ -178,4 +195,18 @@ SCENARIO = Scenario(
         spark_label="Redis connections in use",
     ),
     load=Load(requests=200),
+    rungs=(
+        Rung(
+            "closed",
+            "a PubSub per request, closed",
+            "nothing leaks, but every live subscriber still holds a connection: the pool is the wall while"
+            " they are live",
+            "GET",
+            "/events/{channel}/closed",
+            closed_events,
+            openapi.operation(
+                "text/event-stream (the ladder's middle step; broken only)", params=[openapi.CHANNEL]
+            ),
+        ),
+    ),
 )

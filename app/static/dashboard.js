@@ -134,6 +134,7 @@ async function pollLoad() {
     return;
   }
   const state = document.getElementById("load-state");
+  const label = status.variant ? `${status.scenario} / ${status.variant}` : status.scenario; // a ladder: no variant
   loadRunning = status.running;
   document.getElementById("load-output").textContent = status.output.join("\n");
   const progress = [...status.output].reverse().find((line) => line.startsWith("["));
@@ -143,14 +144,14 @@ async function pollLoad() {
   verdict.className = status.verdict || "";
   for (const b of document.querySelectorAll("[data-testid^=load-]")) if (b.tagName === "BUTTON") b.disabled = status.running;
   if (status.running) {
-    state.textContent = `running: ${status.scenario} / ${status.variant}`;
+    state.textContent = `running: ${label}`;
     state.className = "pill warn";
   } else if (status.scenario) {
-    state.textContent = `${status.scenario} / ${status.variant}: ${status.verdict || "exit " + status.returncode}`;
+    state.textContent = `${label}: ${status.verdict || "exit " + status.returncode}`;
     state.className = `pill ${status.returncode === 0 ? "ok" : "bad"}`;
   }
   if (talkRun !== null && status.run === talkRun) { // the load the talk's current step started
-    const table = status.output.findIndex((line) => line.startsWith("What became of"));
+    const table = status.output.findIndex((line) => line.startsWith("step ")) - 1; // a ladder: question, table
     document.getElementById("talk-status").textContent = status.running
       ? `load running: ${progress || "starting"}`
       : table >= 0 ? status.output.slice(table).join("\n") // a ladder: its table
