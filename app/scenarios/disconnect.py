@@ -13,6 +13,7 @@ abandoned queries stopped on the server (``client_connection_check_interval``).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiojobs.aiohttp
 from aiohttp import web
@@ -189,6 +190,12 @@ ORDER_BODY = {
 }
 
 
+def _order_operation(description: str) -> Any:
+    return openapi.operation(
+        description, "201", params=[openapi.seconds("hold", 5, 0.2)], requestBody=openapi.json_body(ORDER_BODY)
+    )
+
+
 def _failures(v: VariantState) -> int:
     return (v["invariants"]["orders_without_items"] or 0) + refused(v, "disconnect")
 
@@ -198,18 +205,7 @@ SCENARIO = Scenario(
     title="Client hangs up mid-transaction",
     module=__name__,
     routes=(
-        Route(
-            "POST",
-            "/orders",
-            broken_create_order,
-            fixed_create_order,
-            openapi.operation(
-                "created",
-                "201",
-                params=[openapi.seconds("hold", 5, 0.2)],
-                requestBody=openapi.json_body(ORDER_BODY),
-            ),
-        ),
+        Route("POST", "/orders", broken_create_order, fixed_create_order, _order_operation("created")),
         shared("GET", "/orders/stats", order_stats, openapi.operation("order stats")),
         Route(
             "GET",
@@ -248,12 +244,7 @@ SCENARIO = Scenario(
             "POST",
             "/orders/no-shield",
             no_shield_create_order,
-            openapi.operation(
-                "created (the ladder's middle step; broken variant only)",
-                "201",
-                params=[openapi.seconds("hold", 5, 0.2)],
-                requestBody=openapi.json_body(ORDER_BODY),
-            ),
+            _order_operation("created (the ladder's middle step; broken variant only)"),
         ),
     ),
 )

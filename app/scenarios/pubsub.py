@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
 
 from aiohttp import web
+from redis.asyncio.client import PubSub
 
 from .. import openapi, resources, sse, validation
 from ..clients import client_address
@@ -30,34 +31,18 @@ async def broken_events(request: web.Request) -> web.StreamResponse:
     """A ``PubSub`` per request on the variant's pool: each live stream holds a pool connection, and a client
     that hangs up cancels the handler inside ``listen()`` with nothing to close the ``PubSub``: its connection
     is never returned. Once the pool is used up every Redis call of the variant fails."""
-    channel = _channel(request)
-    timeout = request.app[settings_key].sse_send_timeout
     with _admitted(request):
         pubsub = request.app[redis_key].client.pubsub()
-        await pubsub.subscribe(channel)
-        await pubsub.get_message(timeout=5)  # the confirmation: from now on the channel reaches us
-        async with sse.stream(request, send_timeout=timeout) as response:
-            async for message in pubsub.listen():
-                if message["type"] == "message":
-                    await sse.send(response, sse.Event("message", message["data"].decode()), timeout=timeout)
-    return response
+        return await _relay(request, pubsub)
 
 
 async def closed_events(request: web.Request) -> web.StreamResponse:
     """The ladder's middle step: a ``PubSub`` per request, as broken, but closed when its stream ends
     (``async with``), hang-up included: no connection leaks, and the pool recovers once the subscribers leave.
     Yet each live stream still holds a connection: while they are live, the pool is the wall."""
-    channel = _channel(request)
-    timeout = request.app[settings_key].sse_send_timeout
     with _admitted(request):
         async with request.app[redis_key].client.pubsub() as pubsub:
-            await pubsub.subscribe(channel)
-            await pubsub.get_message(timeout=5)  # the confirmation: from now on the channel reaches us
-            async with sse.stream(request, send_timeout=timeout) as response:
-                async for message in pubsub.listen():
-                    if message["type"] == "message":
-                        await sse.send(response, sse.Event("message", message["data"].decode()), timeout=timeout)
-    return response
+            return await _relay(request, pubsub)
 
 
 async def fixed_events(request: web.Request) -> web.StreamResponse:
@@ -115,6 +100,19 @@ def _admitted(request: web.Request) -> AbstractContextManager[None]:
             f"too many subscribers from one client (limit {settings.max_subscribers_per_client})"
         )
     return live.registered(request, address)
+
+
+async def _relay(request: web.Request, pubsub: PubSub) -> web.StreamResponse:
+    """Subscribe ``pubsub`` to the request's channel and relay what it hears to the stream, until the client
+    leaves (broken and the middle step: what they do with the ``PubSub`` around this is the lesson)."""
+    timeout = request.app[settings_key].sse_send_timeout
+    await pubsub.subscribe(_channel(request))
+    await pubsub.get_message(timeout=5)  # the confirmation: from now on the channel reaches us
+    async with sse.stream(request, send_timeout=timeout) as response:
+        async for message in pubsub.listen():
+            if message["type"] == "message":
+                await sse.send(response, sse.Event("message", message["data"].decode()), timeout=timeout)
+    return response
 
 
 def _channel(request: web.Request) -> str:
