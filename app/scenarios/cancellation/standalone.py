@@ -5,7 +5,7 @@
 The gallery's own modules need 3.11 (``asyncio.timeout``, ``TaskGroup``, ``except*``); each probe below does
 what its broken variant does, the same way, and says whether the trap sprang on this interpreter.
 
-    python scripts/matrix_probes.py            (prints one JSON object: probe -> [status, detail])
+    python app/scenarios/cancellation/standalone.py      (prints one JSON object: probe -> [status, detail])
 
 status: ``reproduced`` (the trap sprang), ``held`` (it did not), ``n/a`` (what it needs is missing here).
 """
