@@ -73,8 +73,8 @@ async def healthz(request: web.Request) -> web.Response:
 async def drain_on_signals(app: web.Application) -> None:
     """``python -m app`` only (on_startup): SIGTERM or SIGINT first drains for ``DRAIN_SECONDS`` — still
     serving, but /healthz says 503 ``draining``, so a proxy's health check takes this process out while it
-    still serves — then stops as aiohttp does (``GracefulExit``: in-flight
-    work finishes, clean-ups run). A second signal stops at once."""
+    still serves — then stops as aiohttp does (``GracefulExit``: in-flight work finishes, clean-ups run).
+    A second signal stops at once."""
     loop, draining = asyncio.get_running_loop(), app[draining_key]
     seconds = app[settings_key].drain_seconds
 
