@@ -56,8 +56,9 @@ def write(out: Path, results: dict[str, Any], *, smoke: bool) -> None:
         lines += [
             "",
             "The first columns are driven by the project's Python generator (20 clients, it also checks every "
-            "answer); the wrk columns by wrk with `bench/wrk/<path>.lua`, 10 connections, in the same rounds "
-            "(pubsub has no wrk figure: it measures deliveries to subscribers, which wrk cannot read).",
+            "answer); the wrk columns by wrk with `bench/wrk/<path>.lua`, 10 connections, in the same rounds, "
+            "counting 2xx answers only (a 503 from an admission bound is no order and no transfer; pubsub has no "
+            "wrk figure: it measures deliveries to subscribers, which wrk cannot read).",
         ]
         t = r["transfers"]
         lines += [
@@ -133,6 +134,28 @@ def write(out: Path, results: dict[str, Any], *, smoke: bool) -> None:
                     f"| {name} | {_m(o['rps'])} | {o['to_pgbench']} | {o['to_shipped']} | {o['errors']} |"
                 )
             lines.append("")
+    if "growth" in results:
+        r = results["growth"]
+        lines += ["## 2c. The cost of growth: orders at 10, 100 and 1,000 connections", ""]
+        if "rows" not in r:
+            lines += [r.get("wrk", ""), ""]
+        else:
+            lines += [
+                "wrk on `POST /{variant}/orders?hold=0`, each point after a reset. *Not 201* counts the answers "
+                "that were not a created order (the fixed side's admission bound answers 503 at once; wrk's "
+                "socket errors and timeouts included).",
+                "",
+                "| connections | variant | orders created/s | answers/s | p50 ms | p99 ms | not 201 |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for variant, points in r["rows"].items():
+                for p in points:
+                    lines.append(
+                        f"| {p['connections']} | {variant} | {p['ok_rps']} | {p['rps']} | {p['p50_ms']} "
+                        f"| {p['p99_ms']} | {p['errors']} |"
+                    )
+            _growth_chart(out / "results" / "growth.png", r["rows"])
+            lines += ["", "![orders as clients grow](results/growth.png)", ""]
     if "generator" in results:
         r = results["generator"]
         lines += [
@@ -265,6 +288,24 @@ def _fanout_chart(path: Path, rows: list[dict[str, Any]]) -> None:
     ax.set_ylabel("publish → deliver, ms")
     ax.set_title("Fixed hub fan-out latency")
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _growth_chart(path: Path, rows: dict[str, list[dict[str, Any]]]) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    colors = {"broken": "#d64545", "fixed": "#2e9e5b"}
+    for variant, points in rows.items():
+        xs = [p["connections"] for p in points]
+        left.plot(xs, [p["ok_rps"] for p in points], "o-", label=variant, color=colors.get(variant))
+        right.plot(xs, [p["p99_ms"] or 0 for p in points], "o-", label=variant, color=colors.get(variant))
+    for ax, label in ((left, "orders created/s"), (right, "p99 latency, ms")):
+        ax.set_xscale("log")
+        ax.set_xlabel("concurrent connections (wrk)")
+        ax.set_ylabel(label)
+        ax.legend()
+    fig.suptitle("Orders as clients grow")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -97,7 +97,7 @@ async def price_of_fix(app: BenchApp, cfg: Config) -> dict[str, Any]:
                 figures = run.summary()
                 url = f"{base}/{variant}/{case}?hold=0"
                 by_wrk = await asyncio.to_thread(wrk, url, case, connections=10, seconds=cfg.seconds)
-                figures["wrk_rps"] = by_wrk["rps"] if by_wrk else None
+                figures["wrk_rps"] = by_wrk["ok_rps"] if by_wrk else None  # 2xx only: a 503 is no transfer
                 figures["wrk_errors"] = by_wrk["errors"] if by_wrk else None
                 await wait_quiet(app, variant)
                 if case == "transfers":
@@ -218,7 +218,7 @@ async def database_limit(app: BenchApp, cfg: Config, database_url: str) -> dict[
             wrk, f"{app.base}/fixed/orders?hold=0", "orders", connections=10, seconds=cfg.seconds
         )
         if by_wrk is not None:
-            wrk_runs.append(by_wrk["rps"])
+            wrk_runs.append(by_wrk["ok_rps"])
         pg_runs.append(await asyncio.to_thread(_pgbench, database_url, cfg.seconds))
     profile = await _profile(app, make, cfg)
     a, p = statistics.median(app_runs), statistics.median(pg_runs)
@@ -421,7 +421,7 @@ async def optimisations(app: BenchApp, cfg: Config, database_url: str) -> dict[s
                         await asyncio.to_thread(wrk, url, "orders", connections=10, seconds=1)  # warm-up
                     by_wrk = await asyncio.to_thread(wrk, url, "orders", connections=10, seconds=cfg.seconds)
                     assert by_wrk is not None
-                    runs[name].append(by_wrk["rps"])
+                    runs[name].append(by_wrk["ok_rps"])
                     errors[name] += by_wrk["errors"]
                 finally:
                     for process in served:
@@ -443,6 +443,29 @@ async def optimisations(app: BenchApp, cfg: Config, database_url: str) -> dict[s
             for name, values in runs.items()
         },
     }
+
+
+# --- 2c. the cost of growth: orders from 10 to 1,000 concurrent clients ------------------------------------------
+
+
+async def growth(app: BenchApp, cfg: Config) -> dict[str, Any]:
+    """Orders driven by wrk at 10, 100 and 1,000 connections, each variant after a reset: throughput, latency
+    and the answers that were not 201 (fixed: 503 at once beyond its admission bound; broken: whatever the
+    piled-up pool and role do). The subscribers' side of growth is section 4's fan-out."""
+    if tool("wrk") is None:
+        print(WRK_MISSING, flush=True)
+        return {"wrk": WRK_MISSING}
+    counts = (2, 8) if cfg.smoke else (10, 100, 1000)
+    rows: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    for connections in counts:
+        for variant in VARIANTS:
+            await asyncio.to_thread(app.reset)
+            url = f"{app.base}/{variant}/orders?hold=0"
+            figures = await asyncio.to_thread(wrk, url, "orders", connections=connections, seconds=cfg.seconds)
+            assert figures is not None
+            rows[variant].append({"connections": connections, **figures})
+            await wait_quiet(app, variant)
+    return {"rows": rows}
 
 
 # --- 3. the load generator is not the bottleneck ----------------------------------------------------------------
@@ -605,6 +628,7 @@ BENCHMARKS = (
     "price_of_fix",
     "database_limit",
     "optimisations",
+    "growth",
     "generator",
     "fanout",
     "recovery",
@@ -636,6 +660,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 results[name] = await database_limit(app, cfg, database_url)
             elif name == "optimisations":
                 results[name] = await optimisations(app, cfg, database_url)
+            elif name == "growth":
+                results[name] = await growth(app, cfg)
             elif name == "generator":
                 results[name] = await generator(app, cfg)
             elif name == "fanout":
