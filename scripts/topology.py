@@ -40,6 +40,7 @@ import yaml
 
 from app.settings import Settings
 
+from ._common import fetch_json, variant_state
 from ._sse import SseStream, subscribe
 from .toolkit import ROOT, AppProcess, free_port, poll, wait_healthy
 
@@ -161,18 +162,12 @@ class Topology:
         self.stop()
 
 
-async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
-    async with http.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
-        resp.raise_for_status()
-        return await resp.json()
-
-
 async def check_healthz(top: Topology) -> dict[str, Any]:
     """/healthz through the proxy, and which app processes answered 20 requests (by pid)."""
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{top.base}/healthz") as resp:
             status = resp.status
-        pids = Counter([(await get_json(http, f"{top.base}/api/state"))["pid"] for _ in range(20)])
+        pids = Counter([(await fetch_json(http, f"{top.base}/api/state"))["pid"] for _ in range(20)])
     names = {app.pid: name for name, app in top.apps.items()}
     seen = {names.get(pid, f"pid {pid}"): n for pid, n in pids.items()}
     ok = status == 200 and set(seen) == set(APPS)
@@ -182,8 +177,9 @@ async def check_healthz(top: Topology) -> dict[str, Any]:
 async def cancelled(top: Topology, variant: str) -> int:
     """Handlers cancelled by client hang-ups so far, summed over both apps, each asked directly."""
     async with aiohttp.ClientSession() as http:
-        states = [await get_json(http, f"{app.base}/api/state") for app in top.apps.values()]
-    return sum(int(s["variants"][variant]["handlers_cancelled"]) for s in states)
+        return sum(
+            [(await variant_state(http, app.base, variant))["handlers_cancelled"] for app in top.apps.values()]
+        )
 
 
 async def check_load(top: Topology, scenario: str, variant: str) -> dict[str, Any]:
@@ -225,8 +221,7 @@ async def check_fanout(top: Topology) -> dict[str, Any]:
                 streams.append(stream)
 
             async def live() -> list[int]:
-                states = [await get_json(http, f"{app.base}/api/state") for app in top.apps.values()]
-                return [s["variants"]["fixed"]["subscribers"] for s in states]
+                return [(await variant_state(http, app.base, "fixed"))["subscribers"] for app in top.apps.values()]
 
             per_app = await poll(live, lambda n: sum(n) >= SUBSCRIBERS)
             for name, app in top.apps.items():
