@@ -3,6 +3,7 @@ rebuildable by ``/api/reset``; and a small admin pool."""
 
 from __future__ import annotations
 
+import asyncio
 import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -53,14 +54,39 @@ class VariantDb:
 
 @asynccontextmanager
 async def acquired(pool: aiopg.Pool) -> AsyncIterator[aiopg.Connection]:
-    """``pool.acquire()``, raising a cancellation that aiopg swallowed while it opened or gave back a connection
-    (its ``connect`` awaits with ``wait_for``: on Python 3.11 a cancel landing with the result is lost). Found by
-    the cancellation map: the sweep, cancelled while the pool connected, ran on as if nobody had asked."""
+    """``pool.acquire()`` that a cancel cannot spoil for the next request. aiopg's pool wakes one waiter per
+    connection given back, and two cancels lose that wake-up: one landing just after the waiter was woken
+    (its ``asyncio.Condition`` passes it to nobody on Python 3.11 and 3.12), and one in a query (aiopg closes
+    the connection, and the release of a closed connection wakes nobody, though the pool could open a new one).
+    The next waiter then starves until its timeout (gallery: pool-wait). Here each passes a wake-up on (a
+    spare one only makes a waiter look again). The release is shielded: a cancel there would cancel its
+    wake-up too. And a cancel that aiopg swallowed (its connect awaits with ``wait_for``: on 3.11 a cancel
+    landing with the result is lost) is raised again (found by the cancellation map: the sweep ran on)."""
     cancels = CancelWatch()
-    async with pool.acquire() as conn:
+    try:
+        conn = await pool.acquire()
+    except asyncio.CancelledError:
+        _wake_next(pool)
+        raise
+    try:
         cancels.raise_if_requested()
         yield conn
+    finally:
+        closed = conn.closed
+        await asyncio.shield(pool.release(conn))
+        if closed:
+            _wake_next(pool)
     cancels.raise_if_requested()
+
+
+_waking: set[asyncio.Task[None]] = set()  # held until they ran: the loop keeps only weak references
+
+
+def _wake_next(pool: aiopg.Pool) -> None:
+    """Wake one waiter of the pool, as aiopg's release does (``Pool._wakeup``, aiopg 1.4)."""
+    task = asyncio.ensure_future(pool._wakeup())
+    _waking.add(task)
+    task.add_done_callback(_waking.discard)
 
 
 async def fetch_one(pool: aiopg.Pool, sql: str, args: object = None) -> tuple[object, ...]:

@@ -164,3 +164,6 @@ class Pitfall:
 # The base URL of the server a gallery pitfall runs in (its own socket, never the request's Host header): set
 # by the gallery's handler for ``blocking-call``, which measures what a concurrent client of it sees.
 server_url: ContextVar[str] = ContextVar("server_url")
+# The app's DATABASE_URL, for the pitfalls that need a real Postgres (pool-wait, commit-retry): each opens a
+# small pool of its own for the run, so the variants' pools and role limits are not touched.
+database_url: ContextVar[str] = ContextVar("database_url")

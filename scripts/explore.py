@@ -41,7 +41,7 @@ from app.keys import (
     variants_key,
 )
 from app.migrate import migrate
-from app.scenario import server_url
+from app.scenario import database_url, server_url
 from app.scenarios import MAP_TARGETS, shield
 from app.scenarios.cancellation import PITFALLS
 from app.settings import VARIANTS, Settings, Variant, database_name, with_database
@@ -254,6 +254,7 @@ def gallery(client: TestClient, name: str, variant: Variant) -> _plumbing.Units:
 
     async def unit() -> None:
         server_url.set(base)  # blocking-call probes a server: this one
+        database_url.set(client.app[settings_key].database_url)  # pool-wait and commit-retry open a pool
         await pitfall.measure(work)
 
     async def invariant() -> list[str]:

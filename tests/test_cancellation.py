@@ -70,6 +70,15 @@ async def test_the_figures_behind_the_verdicts(client: TestClient) -> None:
     assert broken["recorded"] == [] and broken["asyncio_reported"] == ["Task exception was never retrieved"]
     assert len(fixed["recorded"]) == 1 and fixed["asyncio_reported"] == []
 
+    broken, fixed = await both("pool-wait")
+    assert None in broken["next_request_wait_s"]  # timed out with a connection to give
+    assert None not in fixed["next_request_wait_s"] and len(fixed["next_request_wait_s"]) == 6
+
+    broken, fixed = await both("commit-retry")
+    assert not broken["first_attempt_answered"] and not fixed["first_attempt_answered"]  # hung up in COMMIT
+    assert broken["purchases_written"] == 2 and broken["retry_answer"]["purchase_id"] == broken["purchase_ids"][1]
+    assert fixed["purchases_written"] == 1 and fixed["retry_answer"]["purchase_id"] == fixed["purchase_ids"][0]
+
     broken, fixed = await both("gather-orphans")
     assert (broken["running_after_failure"], broken["writes_after_failure"]) == (3, 3)
     assert (fixed["running_after_failure"], fixed["writes_after_failure"]) == (0, 0)

@@ -167,7 +167,7 @@ async def _end_backend(request: web.Request, pid: int) -> None:
 
 
 async def _write_order_in_transaction(request: web.Request, order: validation.Order, hold: float) -> int:
-    async with request.app[db_key].pool.acquire() as conn, conn.cursor() as cur, cur.begin():
+    async with acquired(request.app[db_key].pool) as conn, conn.cursor() as cur, cur.begin():
         return await _write_order(request, cur, order, hold)
 
 

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from .. import openapi, resources, tasks, validation
 from ..admission import Pass, protected
-from ..db import connection_lost, fetch_all, fetch_one
+from ..db import acquired, connection_lost, fetch_all, fetch_one
 from ..errors import BadRequest
 from ..keys import (
     admin_db_key,
@@ -202,7 +202,7 @@ async def _accept(request: web.Request, transfer: Transfer, key: str | None) -> 
     so a client that retries after a lost reply never moves the money twice."""
     variant = request.app[variant_key]
     request.app[probe_key].hit(f"{variant}.accepting")  # the INSERT goes out right after
-    async with request.app[db_key].pool.acquire() as conn, conn.cursor() as cur:
+    async with acquired(request.app[db_key].pool) as conn, conn.cursor() as cur:
         await cur.execute(
             "INSERT INTO transfers (id, variant, from_account, to_account, amount, idempotency_key)"
             " VALUES (%s, %s, %s, %s, %s, %s)"
@@ -248,7 +248,7 @@ async def _transfer_once(app: web.Application, transfer_id: uuid.UUID, hold: flo
     """Debit, credit and ledger rows in one transaction, at most once per transfer id (the row is locked and
     must still be 'accepted')."""
     variant, probe = app[variant_key], app[probe_key]
-    async with app[db_key].pool.acquire() as conn, conn.cursor() as cur, cur.begin():
+    async with acquired(app[db_key].pool) as conn, conn.cursor() as cur, cur.begin():
         await cur.execute(
             "SELECT from_account, to_account, amount FROM transfers"
             " WHERE id = %s AND status = 'accepted' FOR UPDATE SKIP LOCKED",
@@ -284,7 +284,7 @@ async def _transfer_once(app: web.Application, transfer_id: uuid.UUID, hold: flo
 async def _record_failure(pool: aiopg.Pool, transfer_id: uuid.UUID, exc: Exception) -> None:
     log.error("transfer %s failed: %r", transfer_id, exc)
     try:
-        async with pool.acquire() as conn, conn.cursor() as cur:
+        async with acquired(pool) as conn, conn.cursor() as cur:
             await cur.execute(
                 "UPDATE transfers SET status = 'failed', error = %s, finished_at = now()"
                 " WHERE id = %s AND status = 'accepted'",
@@ -323,7 +323,7 @@ async def _stream_export(request: web.Request, export: Export, pace: float) -> w
 
 
 async def _audit(app: web.Application, export: Export) -> None:
-    async with app[db_key].pool.acquire() as conn, conn.cursor() as cur:
+    async with acquired(app[db_key].pool) as conn, conn.cursor() as cur:
         await cur.execute(
             "INSERT INTO exports (variant, rows_sent, completed) VALUES (%s, %s, %s)",
             (app[variant_key], export.rows_sent, export.completed),

@@ -14,14 +14,16 @@ from aiohttp import web
 
 from ... import openapi
 from ...errors import json_error
-from ...keys import variant_key
-from ...scenario import Pitfall, Scenario, server_url, shared
+from ...keys import settings_key, variant_key
+from ...scenario import Pitfall, Scenario, database_url, server_url, shared
 from . import (
     blocking_call,
     cancel_then_wait,
+    commit_retry,
     first_wins,
     gather_orphans,
     hidden_coroutine,
+    pool_wait,
     self_cancel,
     shielded_error,
     slow_cleanup_timeout,
@@ -41,6 +43,8 @@ PITFALLS: dict[str, Pitfall] = {
         gather_orphans,
         first_wins,
         shielded_error,
+        pool_wait,
+        commit_retry,
         self_cancel,
         hidden_coroutine,
         blocking_call,
@@ -54,6 +58,7 @@ async def run_pitfall(request: web.Request) -> web.Response:
     if pitfall is None:
         return json_error(404, f"no pitfall {name!r}; there are: {', '.join(PITFALLS)}")
     server_url.set(_own_url(request))
+    database_url.set(request.config_dict[settings_key].database_url)
     result = await pitfall.run(variant)
     python = ".".join(map(str, sys.version_info[:3]))
     return web.json_response({"pitfall": name, "variant": variant, "python": python, **result})

@@ -1,0 +1,2 @@
+DROP TABLE purchases;
+DROP FUNCTION pitfalls_slow_commit();
