@@ -50,6 +50,7 @@ ROWS = {
     "taskgroup-teardown-cancel": "a `TaskGroup` tearing down drops an outside cancel",
     "first-wins": "bare tasks + `wait(FIRST_COMPLETED)`: a failure wins, losers left running",
     "shielded-error": "a shielded task's error reaches no one",
+    "pool-wait": "a Condition waiter cancelled after its wake-up takes it along",
     "self-cancel": "code after `current_task().cancel()` still runs",
     "hidden-coroutine": "`iscoroutinefunction` misses async callables",
     "blocking-call": "a blocking call stalls the event loop",

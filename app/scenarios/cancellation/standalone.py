@@ -338,6 +338,35 @@ def shielded_error():
     return "reproduced", "nobody heard of the error" + (f"; asyncio said only: {reported[0]}" if reported else "")
 
 
+@probe("pool-wait")
+def pool_wait():
+    """The pool's wait (aiopg's): a Condition. A waiter cancelled just after its wake-up takes it along?"""
+
+    async def main():
+        cond = asyncio.Condition()
+        got = []
+
+        async def waiter(name):
+            async with cond:
+                await cond.wait()
+                got.append(name)
+
+        a, b = asyncio.ensure_future(waiter("a")), asyncio.ensure_future(waiter("b"))
+        await asyncio.sleep(0)
+        async with cond:
+            cond.notify(1)  # a connection came back: wake one waiter
+        a.cancel()  # its client hangs up in the same iteration
+        await asyncio.wait([a, b], timeout=0.2)
+        b.cancel()
+        await asyncio.wait([a, b])
+        return got
+
+    got, _ = run(main)
+    if not got:
+        return "reproduced", "the waiter cancelled after its wake-up took it along: the other slept on"
+    return "held", "the wake-up passed on to the next waiter"
+
+
 def main():
     out = {"python": ".".join(map(str, sys.version_info[:3]))}
     for name, fn in PROBES.items():
