@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         handle_signals=False,
         loop=loop,
         reuse_port=settings.reuse_port or None,
+        backlog=settings.listen_backlog,
         host=settings.host,
         port=settings.port,
         handler_cancellation=True,

@@ -38,6 +38,15 @@ class ServiceUnavailable(web.HTTPServiceUnavailable):
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
         super().__init__(text=json.dumps({"error": message}), content_type="application/json", headers=headers)
 
+    def refusal(self) -> web.Response:
+        """The 503 as sent, and the connection closed after it. A client that ignores Retry-After and asks
+        again at once must reconnect, and the server takes new connections a few at a time per loop turn (the
+        listen backlog): a storm of refusals can no longer crowd out the work admitted before it, which moves
+        one step per loop turn (bench/RESULTS.md, 2c)."""
+        response = web.Response(status=self.status, text=self.text, headers=self.headers)
+        response.force_close()
+        return response
+
 
 def server_said(exc: BaseException) -> str:
     """The first line of what the server (or the driver) said, e.g. "too many connections for role ..."."""
@@ -56,6 +65,8 @@ def database_error(exc: psycopg2.Error) -> web.Response:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except ServiceUnavailable as exc:
+        return exc.refusal()
     except web.HTTPException as exc:
         if exc.content_type == "application/json" or exc.empty_body:
             raise

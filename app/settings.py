@@ -55,6 +55,10 @@ class Settings:
     # ``speed`` extra installs it), and SO_REUSEPORT so several processes can serve one port.
     uvloop: bool = False
     reuse_port: bool = False
+    # The listen backlog (aiohttp's default): also how many new connections the loop takes per turn. Refused
+    # clients reconnect (a 503 closes its connection), so under a storm of them a smaller one leaves more of
+    # each turn to the admitted work (bench/RESULTS.md, 2c), at the price of SYN retries for a burst of connects.
+    listen_backlog: int = 128
     # aiohttp's line per request: off by default (it costs ~4% under load and floods the terminal).
     access_log: bool = False
     # Conference mode (DEMO=1): aiomonitor on 127.0.0.1, terminal UI on monitor_port, web UI on +1.
@@ -96,6 +100,8 @@ class Settings:
             values["uvloop"] = True
         if env.get("REUSE_PORT", "") not in ("", "0"):
             values["reuse_port"] = True
+        if "LISTEN_BACKLOG" in env:
+            values["listen_backlog"] = int(env["LISTEN_BACKLOG"])
         if env.get("ACCESS_LOG", "") not in ("", "0"):
             values["access_log"] = True
         if env.get("DEMO", "") not in ("", "0"):

@@ -156,6 +156,22 @@ def write(out: Path, results: dict[str, Any], *, smoke: bool) -> None:
                     )
             _growth_chart(out / "results" / "growth.png", r["rows"])
             lines += ["", "![orders as clients grow](results/growth.png)", ""]
+            storm = r.get("storm")
+            if storm:
+                lines += [
+                    f"**A storm of refused clients.** At {storm['connections']} connections wrk re-asks at once "
+                    "after each 503 (it ignores Retry-After). Every refusal is a full turn of the event loop's "
+                    "work, and the admitted orders move one step per turn: before the 503 closed its connection, "
+                    "the fixed side wrote 17 orders in 5 s this way (50 admitted, answered after the run). Now a "
+                    "refused client must reconnect, and the loop takes at most the listen backlog of new "
+                    "connections per turn. Fixed orders created per second, each configuration alone, "
+                    "interleaved:",
+                    "",
+                    "| configuration | orders created/s |",
+                    "|---|---|",
+                    *[f"| {name} | {_m(v)} |" for name, v in storm["orders_per_s"].items()],
+                    "",
+                ]
     if "generator" in results:
         r = results["generator"]
         lines += [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -411,21 +413,14 @@ async def optimisations(app: BenchApp, cfg: Config, database_url: str) -> dict[s
     try:
         for _ in range(cfg.reps):
             for name, (env, processes) in tried.items():
-                port = toolkit.free_port()
-                served = [toolkit.AppProcess(app.log, env, port=port) for _ in range(processes)]
-                try:
-                    for process in served:
-                        await asyncio.to_thread(process.start)
-                    url = f"http://127.0.0.1:{port}/fixed/orders?hold=0"
+                async with serving(app, env, processes) as base:
+                    url = f"{base}/fixed/orders?hold=0"
                     if not cfg.smoke:
                         await asyncio.to_thread(wrk, url, "orders", connections=10, seconds=1)  # warm-up
                     by_wrk = await asyncio.to_thread(wrk, url, "orders", connections=10, seconds=cfg.seconds)
                     assert by_wrk is not None
                     runs[name].append(by_wrk["ok_rps"])
                     errors[name] += by_wrk["errors"]
-                finally:
-                    for process in served:
-                        await asyncio.to_thread(process.stop)
             pg_runs.append(await asyncio.to_thread(_pgbench, database_url, cfg.seconds))
     finally:
         await asyncio.to_thread(app.start)
@@ -445,7 +440,30 @@ async def optimisations(app: BenchApp, cfg: Config, database_url: str) -> dict[s
     }
 
 
+@contextlib.asynccontextmanager
+async def serving(app: BenchApp, env: dict[str, str], processes: int = 1) -> AsyncIterator[str]:
+    """App processes beside the bench's own (stopped meanwhile by the caller: the roles' connection limits
+    are shared), with ``env`` on top of its environment, on one port: its base URL."""
+    port = toolkit.free_port()
+    served = [toolkit.AppProcess(app.log, env, port=port) for _ in range(processes)]
+    try:
+        for process in served:
+            await asyncio.to_thread(process.start)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for process in served:
+            await asyncio.to_thread(process.stop)
+
+
 # --- 2c. the cost of growth: orders from 10 to 1,000 concurrent clients ------------------------------------------
+
+# Under a storm of clients that ignore Retry-After (wrk re-asks at once), what keeps the admitted orders moving.
+STORM_OPTIONS: dict[str, dict[str, str]] = {
+    "as shipped": {},
+    "LISTEN_BACKLOG=16": {"LISTEN_BACKLOG": "16"},
+    "UVLOOP=1": {"UVLOOP": "1"},
+    "UVLOOP=1 LISTEN_BACKLOG=16": {"UVLOOP": "1", "LISTEN_BACKLOG": "16"},
+}
 
 
 async def growth(app: BenchApp, cfg: Config) -> dict[str, Any]:
@@ -465,7 +483,24 @@ async def growth(app: BenchApp, cfg: Config) -> dict[str, Any]:
             assert figures is not None
             rows[variant].append({"connections": connections, **figures})
             await wait_quiet(app, variant)
-    return {"rows": rows}
+    storm: dict[str, list[float]] = {name: [] for name in STORM_OPTIONS}
+    app.stop()
+    try:
+        for _ in range(cfg.reps):  # interleaved, one configuration alive at a time
+            for name, env in STORM_OPTIONS.items():
+                async with serving(app, env) as base:
+                    url = f"{base}/fixed/orders?hold=0"
+                    figures = await asyncio.to_thread(
+                        wrk, url, "orders", connections=counts[-1], seconds=cfg.seconds
+                    )
+                    assert figures is not None
+                    storm[name].append(figures["ok_rps"])
+    finally:
+        await asyncio.to_thread(app.start)
+    return {
+        "rows": rows,
+        "storm": {"connections": counts[-1], "orders_per_s": {name: spread(v) for name, v in storm.items()}},
+    }
 
 
 # --- 3. the load generator is not the bottleneck ----------------------------------------------------------------

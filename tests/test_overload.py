@@ -65,6 +65,32 @@ async def test_shielded_orders_are_bounded_even_when_their_clients_left(
     assert again.status == 201  # the places came back when the writes ended
 
 
+async def test_a_refusal_closes_its_connection(aiohttp_client: AiohttpClient, settings: Settings) -> None:
+    """An admission 503 closes the connection: a client that ignores Retry-After and asks again at once on its
+    keep-alive connection must reconnect, and new connections are taken a few at a time per loop turn (the
+    listen backlog). Before: 1,000 such clients kept the loop so busy rejecting that the 50 admitted orders
+    moved one step per turn of 1,000 rejections: 17 orders written in 5 s (bench/RESULTS.md, 2c)."""
+    client = await served(aiohttp_client, settings, orders_in_flight=1)
+    probe = client.app[probe_key]
+    async with Callers(client) as callers:
+        callers.start("POST", "/fixed/orders?hold=3", json={"customer": "first", "items": ITEMS})
+        await probe.reached("fixed.hold", 1)
+        assert client.server.port is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+        try:
+            body = b'{"customer": "second", "items": [{"sku": "tea", "qty": 1}]}'
+            writer.write(
+                b"POST /fixed/orders?hold=0 HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            async with asyncio.timeout(10):
+                answer = await reader.read()  # to the end: the server closed the connection
+        finally:
+            writer.close()
+    head = answer.split(b"\r\n\r\n", 1)[0].decode().lower()
+    assert head.startswith("http/1.1 503") and "retry-after: 1" in head and "connection: close" in head, head
+
+
 async def stats_orders(client: TestClient) -> dict:
     return await (await client.get("/fixed/orders/stats")).json()
 
