@@ -10,6 +10,7 @@ what the client lacks is the answer, and only an idempotent write makes asking a
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -81,8 +82,9 @@ async def _until(pool: aiopg.Pool, committing: bool) -> None:
             await asyncio.sleep(0.01)
 
 
-async def _close(runner: web.AppRunner, pool: aiopg.Pool) -> None:
+async def _close(runner: web.AppRunner, listening: socket.socket, pool: aiopg.Pool) -> None:
     await runner.cleanup()  # its handlers end first (a hang-up cancels them), then their connections close
+    listening.close()  # closed already, unless the run was cancelled while the site started
     pool.close()
     await pool.wait_closed()
 
@@ -92,12 +94,12 @@ async def measure(save: Save) -> dict[str, Any]:
     hangs up once the server is in COMMIT, then retries with the same key, as it would after a timeout."""
     customer, key = f"commit-retry-{uuid.uuid4().hex[:12]}", str(uuid.uuid4())
     pool = await aiopg.create_pool(database_url.get(), minsize=0, maxsize=3, application_name=APP_NAME)
+    listening = socket.create_server(("127.0.0.1", 0))
     runner = web.AppRunner(_server(pool, save), handler_cancellation=True, access_log=None, shutdown_timeout=5)
     try:
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
+        await web.SockSite(runner, listening).start()
+        host, port = listening.getsockname()[:2]
         url, body, headers = f"http://{host}:{port}/purchases", {"customer": customer}, {"Idempotency-Key": key}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
 
@@ -119,7 +121,7 @@ async def measure(save: Save) -> dict[str, Any]:
         await fetch_one(pool, "WITH d AS (DELETE FROM purchases WHERE customer = %s) SELECT 1", (customer,))
         written = len(ids)  # type: ignore[arg-type]
     finally:
-        await asyncio.shield(_close(runner, pool))  # all of it, even when this run is cancelled meanwhile
+        await asyncio.shield(_close(runner, listening, pool))  # all of it, even if this run is cancelled meanwhile
     return {
         "trap": written != 1,
         "summary": (
