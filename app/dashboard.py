@@ -60,13 +60,12 @@ async def state_stream(request: web.Request) -> web.StreamResponse:
     with live.registered(request, client_address(request)):
         async with (
             fixed[hub_key].subscribe(channel(request.app)) as inbox,
-            sse.stream(request, send_timeout=timeout) as response,
+            sse.stream(request, send_timeout=timeout) as stream,
         ):
-            first = sse.Event("message", json.dumps(await ops.snapshot(request.app)))
-            await sse.send(response, first, timeout=timeout)
+            await stream.send(sse.Event("message", json.dumps(await ops.snapshot(request.app))))
             async for event in inbox.events(heartbeat=settings.sse_heartbeat):
-                await sse.send(response, event, timeout=timeout)
-    return response
+                await stream.send(event)
+    return stream.response
 
 
 async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -56,11 +56,13 @@ class Inbox:
         self.dropped = 0
         self._queue: asyncio.Queue[sse.Event] = asyncio.Queue(maxsize)
         self._missed = 0  # dropped since the subscriber last heard about it
+        self._last_put = 0.0  # loop time of the last event put in
 
     def __repr__(self) -> str:
         return f"<Inbox {self.channel} queued={self._queue.qsize()} dropped={self.dropped}>"
 
     def put(self, event: sse.Event) -> None:
+        self._last_put = asyncio.get_running_loop().time()
         if self._queue.full():
             self._queue.get_nowait()
             self.dropped += 1
@@ -74,20 +76,34 @@ class Inbox:
         self._queue.put_nowait(BYE)
 
     async def events(self, *, heartbeat: float) -> AsyncIterator[sse.Event]:
-        """What to send, in order; a heartbeat after ``heartbeat`` quiet seconds; ends after ``bye``."""
-        while True:
-            if self._missed:
-                missed, self._missed = self._missed, 0
-                yield sse.gap(reason="slow subscriber", dropped=missed)
-            try:
-                async with asyncio.timeout(heartbeat):
-                    event = await self._queue.get()
-            except TimeoutError:
-                yield sse.HEARTBEAT
-                continue
-            yield event
-            if event is BYE:
-                return
+        """What to send, in order; a heartbeat after ``heartbeat`` quiet seconds; ends after ``bye``. One timer
+        per quiet stretch, not one per message: it fires ``heartbeat`` seconds after the last event went in,
+        and when events came meanwhile it only moves on to the new ``heartbeat`` after the last one."""
+        loop = asyncio.get_running_loop()
+        self._last_put = loop.time()
+        timer: asyncio.TimerHandle | None = None
+
+        def beat() -> None:
+            nonlocal timer
+            now = loop.time()
+            if now >= self._last_put + heartbeat:  # quiet: a heartbeat, unless events still wait to be sent
+                if self._queue.empty():
+                    self._queue.put_nowait(sse.HEARTBEAT)
+                self._last_put = now
+            timer = loop.call_at(self._last_put + heartbeat, beat)
+
+        timer = loop.call_at(self._last_put + heartbeat, beat)
+        try:
+            while True:
+                if self._missed:
+                    missed, self._missed = self._missed, 0
+                    yield sse.gap(reason="slow subscriber", dropped=missed)
+                event = await self._queue.get()
+                yield event
+                if event is BYE:
+                    return
+        finally:
+            timer.cancel()
 
 
 class Hub:

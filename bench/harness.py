@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import statistics
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -31,10 +33,10 @@ class BenchApp(toolkit.AppProcess):
             raise SystemExit(f"{exc}; see {log}") from None
 
     def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
+        return rss_kib(self.pid)
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
 
     def reset(self) -> None:
         urllib.request.urlopen(urllib.request.Request(f"{self.base}/api/reset", method="POST"), timeout=30).read()
@@ -44,6 +46,39 @@ class BenchApp(toolkit.AppProcess):
             return super().stop(sig, timeout)
         except subprocess.TimeoutExpired:
             return timeout
+
+
+class Peer(toolkit.AppProcess):
+    """A peer server for section 4 (``bench/peers/<name>.py``, run by ``python``), answering the app's event
+    URLs: started, measured from outside like the app, nothing to reset."""
+
+    def __init__(
+        self, log: Path | None, name: str, *, python: str = sys.executable, env: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(log, env, command=(python, "-m", f"bench.peers.{name}"))
+        self.name = name
+
+    def rss_kib(self) -> int:
+        return rss_kib(self.pid)
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def reset(self) -> None:
+        pass
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

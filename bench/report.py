@@ -184,24 +184,47 @@ def write(out: Path, results: dict[str, Any], *, smoke: bool) -> None:
         ]
     if "fanout" in results:
         r = results["fanout"]
+        peers: dict[str, list[dict[str, Any]]] = r.get("peers", {})
         lines += [
-            "## 4. Fan-out scale (fixed hub, one process)",
+            "## 4. Fan-out scale: the fixed hub beside raw aiohttp",
             "",
-            "| subscribers | deliveries/s | p50 ms | p99 ms | RSS per subscriber KiB | Redis connections |",
-            "|---|---|---|---|---|---|",
+            "The same subscribers (SSE over aiohttp, from the bench process) and messages, driven the same way "
+            "against the hub (publish → Redis → the process's one subscription → an inbox per stream) and "
+            "against the peers, each in a process of its own, alternating; medians of the rounds. *raw aiohttp*"
+            " (`bench/peers/raw_sse.py`) is aiohttp with an `asyncio.Queue` per subscriber and no Redis: the "
+            "floor. CPU is the server's own, per message delivered.",
+            "",
+            "| subscribers | server | deliveries/s | p50 ms | p99 ms | CPU µs per delivery "
+            "| RSS per subscriber KiB | Redis connections |",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        for row in r["fixed"]:
+        for i, row in enumerate(r["fixed"]):
             lines.append(
-                f"| {row['subscribers']} | {row['deliveries_per_s']} | {row['p50_ms']} | {row['p99_ms']} "
-                f"| {row['rss_per_subscriber_kib']} | {row['redis_connections_in_use']} |"
+                f"| {row['subscribers']} | hub | {row['deliveries_per_s']} | {row['p50_ms']} | {row['p99_ms']} "
+                f"| {row.get('cpu_us_per_delivery', '-')} | {row['rss_per_subscriber_kib']} "
+                f"| {row['redis_connections_in_use']} |"
             )
+            for name, rows in peers.items():
+                p = rows[i]
+                lines.append(
+                    f"| {p['subscribers']} | {name} | {p['deliveries_per_s']} | {p['p50_ms']} | {p['p99_ms']} "
+                    f"| {p['cpu_us_per_delivery']} | {p['rss_per_subscriber_kib']} | - |"
+                )
+        for name, rows in peers.items():
+            ratios = [
+                f"{h['subscribers']}: deliveries/s x{_ratio(h['deliveries_per_s'], p['deliveries_per_s'])}, "
+                f"p99 x{_ratio(h['p99_ms'], p['p99_ms'])}, CPU per delivery "
+                f"x{_ratio(h.get('cpu_us_per_delivery'), p['cpu_us_per_delivery'])}"
+                for h, p in zip(r["fixed"], rows, strict=True)
+            ]
+            lines += ["", f"Hub / {name}, by subscribers: " + "; ".join(ratios) + "."]
         lines += [
             "",
             f"Broken, for contrast: {r['broken_subscribers_at_failure']} subscribers, then every Redis call "
             f"fails. redis-benchmark PUBLISH on the same server: {r.get('redis_benchmark_publish_per_s')}/s.",
             "",
         ]
-        _fanout_chart(out / "results" / "fanout.png", r["fixed"])
+        _fanout_chart(out / "results" / "fanout.png", r["fixed"], peers)
         lines += ["![fan-out latency](results/fanout.png)", ""]
     if "recovery" in results:
         r = results["recovery"]
@@ -294,19 +317,24 @@ def _bars(path: Path, r: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def _fanout_chart(path: Path, rows: list[dict[str, Any]]) -> None:
+def _fanout_chart(path: Path, hub: list[dict[str, Any]], peers: dict[str, list[dict[str, Any]]]) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    xs = [row["subscribers"] for row in rows]
-    ax.plot(xs, [row["p50_ms"] for row in rows], "o-", label="p50", color="#2e9e5b")
-    ax.plot(xs, [row["p99_ms"] for row in rows], "o-", label="p99", color="#d6a245")
+    for (name, rows), color in zip({"hub": hub, **peers}.items(), ("#2e9e5b", "#5b7bd6", "#d6a245"), strict=False):
+        xs = [row["subscribers"] for row in rows]
+        ax.plot(xs, [row["p50_ms"] for row in rows], "o--", label=f"{name} p50", color=color)
+        ax.plot(xs, [row["p99_ms"] for row in rows], "o-", label=f"{name} p99", color=color)
     ax.set_xscale("log")
     ax.set_xlabel("concurrent subscribers (one process)")
     ax.set_ylabel("publish → deliver, ms")
-    ax.set_title("Fixed hub fan-out latency")
+    ax.set_title("Fan-out latency: the hub beside raw aiohttp")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a and b else "-"
 
 
 def _growth_chart(path: Path, rows: dict[str, list[dict[str, Any]]]) -> None:

@@ -34,7 +34,7 @@ from scripts._sse import subscribe
 from scripts.toolkit import ROOT, percentile_ms, poll, quiet
 
 from . import drivers, report
-from .harness import WRK_MISSING, BenchApp, closed_loop, spread, tool, wrk
+from .harness import WRK_MISSING, BenchApp, Peer, closed_loop, spread, tool, wrk
 
 ITEMS = [{"sku": "tea", "qty": 2}, {"sku": "cup", "qty": 1}, {"sku": "pot", "qty": 1}]
 
@@ -53,7 +53,7 @@ class Config:
     def make(cls, smoke: bool) -> Config:
         if smoke:
             return cls(True, 0.5, 1, 8, (10, 50), 5, 2.0)
-        return cls(False, 5.0, 3, 20, (100, 1000, 5000), 20, 8.0)
+        return cls(False, 5.0, 3, 20, (100, 1000, 3000, 5000), 20, 8.0)
 
 
 def state(app: BenchApp, variant: str) -> VariantState:
@@ -61,7 +61,7 @@ def state(app: BenchApp, variant: str) -> VariantState:
         return cast(Snapshot, json.load(resp))["variants"][variant]
 
 
-def get(app: BenchApp, path: str) -> dict[str, Any]:
+def get(app: BenchApp | Peer, path: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{app.base}{path}", timeout=10) as resp:
         data: dict[str, Any] = json.load(resp)
         return data
@@ -147,7 +147,7 @@ async def pubsub_price(app: BenchApp, cfg: Config) -> dict[str, Any]:
     return _compare(runs)
 
 
-async def _fan_out_once(app: BenchApp, variant: str, *, subscribers: int, messages: int) -> dict[str, Any]:
+async def _fan_out_once(app: BenchApp | Peer, variant: str, *, subscribers: int, messages: int) -> dict[str, Any]:
     channel = f"bench-{os.urandom(4).hex()}"
     url = f"{app.base}/{variant}/events/{channel}"
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
@@ -178,12 +178,14 @@ async def _fan_out_once(app: BenchApp, variant: str, *, subscribers: int, messag
             return got
 
         readers = [asyncio.create_task(read(s)) for s in streams]
+        cpu_before = await asyncio.to_thread(app.cpu_seconds)
         started = time.perf_counter()
         for i in range(messages):
             async with http.post(url, json={"data": json.dumps({"i": i, "t": time.time()})}) as resp:
                 await resp.read()
         async with asyncio.timeout(60):
             got = await asyncio.gather(*readers)
+        cpu = await asyncio.to_thread(app.cpu_seconds) - cpu_before
         for stream in streams:
             stream.close()
     elapsed = max(last[0] - started, 1e-9)
@@ -194,6 +196,7 @@ async def _fan_out_once(app: BenchApp, variant: str, *, subscribers: int, messag
         "p50_ms": percentile_ms(latencies, 50),
         "p99_ms": percentile_ms(latencies, 99),
         "missed": len(streams) * messages - sum(got),
+        "cpu_us_per_delivery": round(1e6 * cpu / max(len(latencies), 1), 1),
         "rss_kib": rss,
         "redis_connections_in_use": in_use,
     }
@@ -527,18 +530,37 @@ async def generator(app: BenchApp, cfg: Config) -> dict[str, Any]:
 # --- 4. fan-out scale --------------------------------------------------------------------------------------------
 
 
+FANOUT_FIGURES = ("deliveries_per_s", "p50_ms", "p99_ms", "cpu_us_per_delivery")
+
+
 async def fanout(app: BenchApp, cfg: Config) -> dict[str, Any]:
-    rows = []
-    for n in cfg.fanout:
-        await asyncio.to_thread(app.reset)
-        before = await asyncio.to_thread(app.rss_kib)
-        figures = await _fan_out_once(app, "fixed", subscribers=n, messages=cfg.messages)
-        figures["rss_per_subscriber_kib"] = round((figures["rss_kib"] - before) / max(n, 1), 1)
-        rows.append(figures)
+    """The fixed hub against raw aiohttp SSE with in-process queues (``bench/peers/raw_sse.py``, no Redis),
+    the same subscribers and messages driven the same way, alternating, ``reps`` rounds: medians. Each server
+    in a process of its own; CPU time is the server's, over the delivery of every message."""
+    peer = Peer(app.log, "raw_sse")
+    await asyncio.to_thread(peer.start)
+    servers: dict[str, BenchApp | Peer] = {"hub": app, "raw aiohttp": peer}
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {name: {n: [] for n in cfg.fanout} for name in servers}
+    try:
+        for _ in range(cfg.reps):
+            for n in cfg.fanout:
+                for name, server in servers.items():
+                    await asyncio.to_thread(server.reset)
+                    before = await asyncio.to_thread(server.rss_kib)
+                    figures = await _fan_out_once(server, "fixed", subscribers=n, messages=cfg.messages)
+                    figures["rss_per_subscriber_kib"] = round((figures["rss_kib"] - before) / max(n, 1), 1)
+                    runs[name][n].append(figures)
+    finally:
+        await asyncio.to_thread(peer.stop)
+    medians = {name: [_median_row(rows) for rows in by_n.values()] for name, by_n in runs.items()}
     await asyncio.to_thread(app.reset)
     broken_at = await _broken_capacity(app)
     await asyncio.to_thread(app.reset)
-    result: dict[str, Any] = {"fixed": rows, "broken_subscribers_at_failure": broken_at}
+    result: dict[str, Any] = {
+        "fixed": medians["hub"],
+        "peers": {name: rows for name, rows in medians.items() if name != "hub"},
+        "broken_subscribers_at_failure": broken_at,
+    }
     if tool("redis-benchmark"):
         n = 10_000 if cfg.smoke else 100_000
         run = await asyncio.to_thread(
@@ -550,6 +572,18 @@ async def fanout(app: BenchApp, cfg: Config) -> dict[str, Any]:
         match = re.search(r"([\d.]+) requests per second", run.stdout.replace("\r", "\n"))
         result["redis_benchmark_publish_per_s"] = float(match.group(1)) if match else None
     return result
+
+
+def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One subscriber count's rounds: the median of each figure, the misses and connections of the worst."""
+    row = dict(rows[0])
+    for key in FANOUT_FIGURES:
+        row[key] = round(statistics.median(r[key] for r in rows), 1)
+    row["rss_per_subscriber_kib"] = rows[0]["rss_per_subscriber_kib"]  # the first round's: RSS never shrinks
+    row["missed"] = max(r["missed"] for r in rows)
+    row["redis_connections_in_use"] = max(r["redis_connections_in_use"] for r in rows)
+    row["rounds"] = len(rows)
+    return row
 
 
 async def _broken_capacity(app: BenchApp) -> int:

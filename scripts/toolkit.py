@@ -65,15 +65,23 @@ class AppProcess:
     this terminal); ``env``
     overrides the environment (``DATABASE_URL``, ``SHUTDOWN_TIMEOUT``, ...). ``start`` waits until healthy."""
 
-    def __init__(self, log: Path | None, env: Mapping[str, str] | None = None, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        log: Path | None,
+        env: Mapping[str, str] | None = None,
+        *,
+        port: int | None = None,
+        command: Sequence[str] = (sys.executable, "-m", "app", "--port"),
+    ) -> None:
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.env = {**os.environ, **(env or {})}
+        self.command = command  # the port is appended (the bench's peers are started the same way)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30) -> AppProcess:
-        argv = [sys.executable, "-m", "app", "--port", str(self.port)]
+        argv = [*self.command, str(self.port)]
         log = self.log
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(log.open("a")) if log is not None else None

@@ -55,11 +55,11 @@ async def fixed_events(request: web.Request) -> web.StreamResponse:
     with _admitted(request):
         async with (
             request.app[hub_key].subscribe(channel) as inbox,
-            sse.stream(request, send_timeout=timeout) as response,
+            sse.stream(request, send_timeout=timeout) as stream,
         ):
             async for event in inbox.events(heartbeat=settings.sse_heartbeat):
-                await sse.send(response, event, timeout=timeout)
-    return response
+                await stream.send(event)
+    return stream.response
 
 
 async def publish(request: web.Request) -> web.Response:
@@ -95,7 +95,7 @@ def _admitted(request: web.Request) -> AbstractContextManager[None]:
     if len(live) >= settings.max_subscribers:
         raise ServiceUnavailable(f"too many subscribers (limit {settings.max_subscribers} per process)")
     address = client_address(request)
-    if live.addresses().count(address) >= settings.max_subscribers_per_client:
+    if live.from_address(address) >= settings.max_subscribers_per_client:
         raise ServiceUnavailable(
             f"too many subscribers from one client (limit {settings.max_subscribers_per_client})"
         )
@@ -108,11 +108,11 @@ async def _relay(request: web.Request, pubsub: PubSub) -> web.StreamResponse:
     timeout = request.app[settings_key].sse_send_timeout
     await pubsub.subscribe(_channel(request))
     await pubsub.get_message(timeout=5)  # the confirmation: from now on the channel reaches us
-    async with sse.stream(request, send_timeout=timeout) as response:
+    async with sse.stream(request, send_timeout=timeout) as stream:
         async for message in pubsub.listen():
             if message["type"] == "message":
-                await sse.send(response, sse.Event("message", message["data"].decode()), timeout=timeout)
-    return response
+                await stream.send(sse.Event("message", message["data"].decode()))
+    return stream.response
 
 
 def _channel(request: web.Request) -> str:
