@@ -63,8 +63,8 @@ async def state_stream(request: web.Request) -> web.StreamResponse:
             sse.stream(request, send_timeout=timeout) as stream,
         ):
             await stream.send(sse.Event("message", json.dumps(await ops.snapshot(request.app))))
-            async for event in inbox.events(heartbeat=settings.sse_heartbeat):
-                await stream.send(event)
+            async for batch in inbox.batches(heartbeat=settings.sse_heartbeat):
+                await stream.send(*batch)
     return stream.response
 
 

@@ -56,13 +56,14 @@ class Inbox:
         self.dropped = 0
         self._queue: asyncio.Queue[sse.Event] = asyncio.Queue(maxsize)
         self._missed = 0  # dropped since the subscriber last heard about it
-        self._last_put = 0.0  # loop time of the last event put in
+        self._loop = asyncio.get_running_loop()  # made by a subscribe: asking for it per put costs a getpid()
+        self._last_put = self._loop.time()  # of the last event put in
 
     def __repr__(self) -> str:
         return f"<Inbox {self.channel} queued={self._queue.qsize()} dropped={self.dropped}>"
 
     def put(self, event: sse.Event) -> None:
-        self._last_put = asyncio.get_running_loop().time()
+        self._last_put = self._loop.time()
         if self._queue.full():
             self._queue.get_nowait()
             self.dropped += 1
@@ -76,11 +77,17 @@ class Inbox:
         self._queue.put_nowait(BYE)
 
     async def events(self, *, heartbeat: float) -> AsyncIterator[sse.Event]:
-        """What to send, in order; a heartbeat after ``heartbeat`` quiet seconds; ends after ``bye``. One timer
+        """What to send, one event at a time (see ``batches``)."""
+        async for batch in self.batches(heartbeat=heartbeat):
+            for event in batch:
+                yield event
+
+    async def batches(self, *, heartbeat: float) -> AsyncIterator[list[sse.Event]]:
+        """What to send, in order: every event waiting when the subscriber wakes, so a stream that fell behind
+        catches up in one write; a heartbeat after ``heartbeat`` quiet seconds; ends after ``bye``. One timer
         per quiet stretch, not one per message: it fires ``heartbeat`` seconds after the last event went in,
         and when events came meanwhile it only moves on to the new ``heartbeat`` after the last one."""
-        loop = asyncio.get_running_loop()
-        self._last_put = loop.time()
+        loop = self._loop
         timer: asyncio.TimerHandle | None = None
 
         def beat() -> None:
@@ -95,12 +102,14 @@ class Inbox:
         timer = loop.call_at(self._last_put + heartbeat, beat)
         try:
             while True:
-                if self._missed:
+                batch = [await self._queue.get()]
+                while batch[-1] is not BYE and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                if self._missed:  # told before what it gets next (the queue dropped older ones)
                     missed, self._missed = self._missed, 0
-                    yield sse.gap(reason="slow subscriber", dropped=missed)
-                event = await self._queue.get()
-                yield event
-                if event is BYE:
+                    batch.insert(0, sse.gap(reason="slow subscriber", dropped=missed))
+                yield batch
+                if batch[-1] is BYE:
                     return
         finally:
             timer.cancel()

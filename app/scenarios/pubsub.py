@@ -57,8 +57,8 @@ async def fixed_events(request: web.Request) -> web.StreamResponse:
             request.app[hub_key].subscribe(channel) as inbox,
             sse.stream(request, send_timeout=timeout) as stream,
         ):
-            async for event in inbox.events(heartbeat=settings.sse_heartbeat):
-                await stream.send(event)
+            async for batch in inbox.batches(heartbeat=settings.sse_heartbeat):
+                await stream.send(*batch)
     return stream.response
 
 
