@@ -51,6 +51,8 @@ def hub_client(url: str, *, name: str) -> Redis:
 class Inbox:
     """One subscriber's bounded queue. When full, the oldest message goes and ``dropped`` counts it."""
 
+    __slots__ = ("_last_put", "_loop", "_missed", "_queue", "channel", "dropped")
+
     def __init__(self, channel: str, maxsize: int) -> None:
         self.channel = channel
         self.dropped = 0

@@ -530,28 +530,62 @@ async def generator(app: BenchApp, cfg: Config) -> dict[str, Any]:
 # --- 4. fan-out scale --------------------------------------------------------------------------------------------
 
 
+PEER_NAMES = {"raw_sse": "raw aiohttp", "broadcaster_sse": "broadcaster"}
 FANOUT_FIGURES = ("deliveries_per_s", "p50_ms", "p99_ms", "cpu_us_per_delivery")
 
 
-async def fanout(app: BenchApp, cfg: Config) -> dict[str, Any]:
-    """The fixed hub against raw aiohttp SSE with in-process queues (``bench/peers/raw_sse.py``, no Redis),
-    the same subscribers and messages driven the same way, alternating, ``reps`` rounds: medians. Each server
-    in a process of its own; CPU time is the server's, over the delivery of every message."""
-    peer = Peer(app.log, "raw_sse")
-    await asyncio.to_thread(peer.start)
-    servers: dict[str, BenchApp | Peer] = {"hub": app, "raw aiohttp": peer}
-    runs: dict[str, dict[int, list[dict[str, Any]]]] = {name: {n: [] for n in cfg.fanout} for name in servers}
+# encode/broadcaster as its README shows it, in an environment of its own (it needs redis-py < 8)
+BROADCASTER_ENV = Path.home() / ".cache" / "asyncio-pitfalls" / "peers" / "broadcaster"
+BROADCASTER_PINS = ("broadcaster[redis]==0.3.1", "starlette==1.10.0", "uvicorn[standard]==0.54.0", "redis==7.4.1")
+
+
+def broadcaster_python() -> str | None:
+    """The broadcaster environment's interpreter, made on first use (pip, bounded); None if it cannot be."""
+    python = BROADCASTER_ENV / "bin" / "python"
+    marker = BROADCASTER_ENV / "pins.txt"
+    if python.exists() and marker.exists() and marker.read_text() == "\n".join(BROADCASTER_PINS):
+        return str(python)
     try:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(BROADCASTER_ENV)], check=True, timeout=120)
+        pip = [str(python), "-m", "pip", "install", "-q", *BROADCASTER_PINS]
+        subprocess.run(pip, check=True, timeout=600, capture_output=True)
+    except (subprocess.SubprocessError, OSError) as exc:
+        print(f"broadcaster left out of section 4: its environment could not be made ({exc})", flush=True)
+        return None
+    marker.write_text("\n".join(BROADCASTER_PINS))
+    return str(python)
+
+
+async def fanout(app: BenchApp, cfg: Config) -> dict[str, Any]:
+    """The fixed hub against its peers, the same subscribers and messages driven the same way, alternating,
+    ``reps`` rounds: medians. Raw aiohttp SSE with in-process queues (``bench/peers/raw_sse.py``, no Redis:
+    the floor) and, but in a smoke run, encode/broadcaster on Starlette + uvicorn through the same Redis
+    (``bench/peers/broadcaster_sse.py``). Each server in a process of its own; CPU time is the server's, over
+    the delivery of every message."""
+    peers = [Peer(app.log, "raw_sse")]
+    python = None if cfg.smoke else await asyncio.to_thread(broadcaster_python)
+    if python is not None:
+        redis_url = app.env.get("REDIS_URL", Settings().redis_url)  # the app's Redis
+        peers.append(Peer(app.log, "broadcaster_sse", python=python, env={"REDIS_URL": redis_url}))
+    servers: dict[str, BenchApp | Peer] = {"hub": app}
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    try:
+        for peer in peers:
+            await asyncio.to_thread(peer.start)
+            servers[PEER_NAMES[peer.name]] = peer
+        runs = {name: {n: [] for n in cfg.fanout} for name in servers}
         for _ in range(cfg.reps):
             for n in cfg.fanout:
                 for name, server in servers.items():
                     await asyncio.to_thread(server.reset)
                     before = await asyncio.to_thread(server.rss_kib)
-                    figures = await _fan_out_once(server, "fixed", subscribers=n, messages=cfg.messages)
+                    messages = max(cfg.messages, (0 if cfg.smoke else 20_000) // n)  # ≥ 20,000 deliveries
+                    figures = await _fan_out_once(server, "fixed", subscribers=n, messages=messages)
                     figures["rss_per_subscriber_kib"] = round((figures["rss_kib"] - before) / max(n, 1), 1)
                     runs[name][n].append(figures)
     finally:
-        await asyncio.to_thread(peer.stop)
+        for peer in peers:
+            await asyncio.to_thread(peer.stop)
     medians = {name: [_median_row(rows) for rows in by_n.values()] for name, by_n in runs.items()}
     await asyncio.to_thread(app.reset)
     broken_at = await _broken_capacity(app)
