@@ -99,7 +99,14 @@ class LoadRunner:
         finally:
             if self.proc.returncode is None:
                 self.proc.kill()
-                self.returncode = await self.proc.wait()
+                # Reaped even when cancelled again meanwhile (``tasks.stop`` asks twice if its own caller is
+                # cancelled): a killed child exits at once.
+                reaping = asyncio.ensure_future(self.proc.wait())
+                try:
+                    self.returncode = await asyncio.shield(reaping)
+                except asyncio.CancelledError:
+                    await asyncio.wait({reaping}, timeout=5)
+                    raise
 
     async def close(self) -> None:
         """Stop the load (its child is killed on the way out); bounded, and the load's own failure is logged,

@@ -28,8 +28,9 @@ async def stop(
 ) -> bool:
     """Cancel ``task`` and wait until it has ended, at most ``timeout`` seconds, cancelling it again every
     ``recancel_every`` seconds until it does. Returns whether it ended. Its exception, if any, is logged, never
-    raised (stopping is cleanup). If the caller is cancelled meanwhile, that cancellation propagates: the
-    task keeps its cancel and its outcome is still logged when it ends."""
+    raised (stopping is cleanup). If the caller is cancelled meanwhile, that cancellation propagates, and the
+    task is asked once more on the way out (it may have lost the last cancel: then nobody would ask again);
+    its outcome is still logged when it ends."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     try:
@@ -43,6 +44,7 @@ async def stop(
             # asyncio.wait neither cancels the task nor swallows our own cancellation.
             await asyncio.wait({task}, timeout=min(recancel_every, remaining))
     except asyncio.CancelledError:
+        task.cancel()
         task.add_done_callback(_log_outcome)
         raise
     _log_outcome(task)

@@ -48,7 +48,9 @@ async def test_stop_gives_up_after_its_bound_and_says_so(caplog: pytest.LogCaptu
 
 
 async def test_stop_lets_the_callers_cancellation_through() -> None:
-    """``task.cancel(); with suppress(CancelledError): await task`` swallows the caller's cancel too."""
+    """``task.cancel(); with suppress(CancelledError): await task`` swallows the caller's cancel too. And the
+    task is asked once more on the way out: before, a task that had lost the first cancel ran on for good
+    once its stopper was cancelled (the cancellation map, depth 2, on cancel-then-wait's clean-up)."""
     ended: list[str] = []
     inner = asyncio.create_task(stubborn(1, ended))
     await asyncio.sleep(0)
@@ -57,10 +59,8 @@ async def test_stop_lets_the_callers_cancellation_through() -> None:
     outer.cancel()
     with pytest.raises(asyncio.CancelledError):
         await outer
-    assert inner.cancelling()  # it keeps its cancel...
-    inner.cancel()
-    await asyncio.wait({inner}, timeout=5)
-    assert ended == ["ended"]  # ...and ends
+    await asyncio.wait({inner}, timeout=2)
+    assert ended == ["ended"]  # asked again by stop itself: it ends
 
 
 async def test_stop_logs_the_tasks_failure_instead_of_raising(caplog: pytest.LogCaptureFixture) -> None:

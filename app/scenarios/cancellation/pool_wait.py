@@ -7,6 +7,8 @@ a closed connection's release wakes nobody, although the pool may now open a new
 Fix: wait for the connection in a task the caller's cancel does not reach, give back the connection that
 arrives after the caller left, and wake the next waiter when the connection comes back closed
 (``app.db.acquired``). Python 3.13 fixed the Condition (gh-112202); aiopg 1.4's release is as it is.
+redis-py's ``BlockingConnectionPool`` waits on such a Condition too (8.1, read in its source); the app's Redis
+pools do not wait (full: an error at once), so only aiopg's wait is shown here.
 """
 
 from __future__ import annotations
