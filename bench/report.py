@@ -232,7 +232,7 @@ def write(out: Path, results: dict[str, Any], *, smoke: bool) -> None:
             "## 5. Recovery after an aborted-request storm",
             "",
             f"{r['storm']}; time from the end of the storm until the variant is healthy again (pool free, "
-            "no backend busy, backends back to the pool size, an order succeeds):",
+            "no backend busy, backends back to the pool size, no job in flight, an order succeeds):",
             "",
             f"- broken: **{r['broken']['seconds_to_healthy']} s**",
             f"- fixed: **{r['fixed']['seconds_to_healthy']} s**",

@@ -665,7 +665,9 @@ async def recovery(app: BenchApp, cfg: Config) -> dict[str, Any]:
             while time.perf_counter() - ended < cfg.storm_seconds * 3 + 5:
                 s = await asyncio.to_thread(state, app, variant)
                 pg = s["postgres"]
-                if pg["pool_in_use"] == 0 and pg["backends_active"] == 0 and (pg["backends"] or 0) <= baseline:
+                idle = s["jobs"]["active"] + s["jobs"]["pending"] == 0  # the shielded orders it still finishes
+                pool_back = pg["pool_in_use"] == 0 and (pg["backends"] or 0) <= baseline
+                if idle and pool_back and pg["backends_active"] == 0:
                     async with http.post(
                         f"{app.base}/{variant}/orders?hold=0", json={"customer": "r", "items": ITEMS}
                     ) as resp:
