@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 import aiopg
@@ -65,16 +65,38 @@ async def test_a_timeout_still_reads_as_a_timeout() -> None:
 
 class SwallowingPool:
     """A real aiopg pool whose ``acquire`` loses a cancel on the way, as aiopg's ``connect`` does on 3.11 when
-    the cancel lands with the connection's readiness (its own ``wait_for``)."""
+    the cancel lands with the connection's readiness (its own ``wait_for``). The rest is the pool's own."""
 
     def __init__(self, pool: aiopg.Pool) -> None:
         self.pool = pool
+        self.release = pool.release
+        self._wakeup = pool._wakeup
 
-    @contextlib.asynccontextmanager
-    async def acquire(self) -> AsyncIterator[aiopg.Connection]:
+    def acquire(self) -> Acquiring:
+        return Acquiring(self.pool)
+
+
+class Acquiring:
+    """Like aiopg's ``pool.acquire()``: awaited, or entered with ``async with``."""
+
+    def __init__(self, pool: aiopg.Pool) -> None:
+        self.pool = pool
+        self.conn: aiopg.Connection | None = None
+
+    async def _get(self) -> aiopg.Connection:
         await swallowing()
-        async with self.pool.acquire() as conn:
-            yield conn
+        return await self.pool.acquire()
+
+    def __await__(self) -> Generator[Any, None, aiopg.Connection]:
+        return self._get().__await__()
+
+    async def __aenter__(self) -> aiopg.Connection:
+        self.conn = await self._get()
+        return self.conn
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.conn is not None
+        await self.pool.release(self.conn)
 
 
 async def test_a_cancel_swallowed_while_the_pool_connects_is_raised_again(settings: Settings) -> None:
