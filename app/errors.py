@@ -40,9 +40,9 @@ class ServiceUnavailable(web.HTTPServiceUnavailable):
 
     def refusal(self) -> web.Response:
         """The 503 as sent, and the connection closed after it. A client that ignores Retry-After and asks
-        again at once must reconnect, and the server takes new connections a few at a time per loop turn (the
-        listen backlog): a storm of refusals can no longer crowd out the work admitted before it, which moves
-        one step per loop turn (bench/RESULTS.md, 2c)."""
+        again at once must reconnect, and the loop takes at most the listen backlog's worth of new connections
+        per turn: a storm of refusals crowds out less of the work admitted before it, which moves one step per
+        loop turn (bench/RESULTS.md, 2c)."""
         response = web.Response(status=self.status, text=self.text, headers=self.headers)
         response.force_close()
         return response
