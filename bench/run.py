@@ -392,7 +392,7 @@ def options(database_url: str) -> dict[str, tuple[dict[str, str], int]]:
         "access log on (ACCESS_LOG=1)": ({"ACCESS_LOG": "1"}, 1),
         "uvloop (UVLOOP=1)": ({"UVLOOP": "1"}, 1),
         # two processes share each role's CONNECTION LIMIT of 20 (README, "Two processes behind a proxy")
-        "2 processes, one port (REUSE_PORT=1)": ({"REUSE_PORT": "1", "PG_POOL_SIZE": "9"}, 2),
+        "2 processes, one port (REUSE_PORT=1)": ({"REUSE_PORT": "1", "PG_POOL_SIZE": "8"}, 2),
     }
     if (UNIX_SOCKETS / ".s.PGSQL.5432").exists():
         parts = urllib.parse.urlsplit(database_url)
