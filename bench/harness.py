@@ -21,7 +21,26 @@ from scripts import toolkit
 from scripts.toolkit import percentile_ms
 
 
-class BenchApp(toolkit.AppProcess):
+class Measured(toolkit.AppProcess):
+    """A server process the bench measures from outside: its RSS and CPU time (from /proc); ``reset`` between
+    runs (nothing, unless it has state to clear)."""
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def reset(self) -> None:
+        pass
+
+
+class BenchApp(Measured):
     """The app under benchmark: migrated, started, and measured from outside (RSS, reset between runs)."""
 
     def __init__(self, log: Path, **env: str) -> None:
@@ -31,12 +50,6 @@ class BenchApp(toolkit.AppProcess):
             self.start()
         except RuntimeError as exc:
             raise SystemExit(f"{exc}; see {log}") from None
-
-    def rss_kib(self) -> int:
-        return rss_kib(self.pid)
-
-    def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
 
     def reset(self) -> None:
         urllib.request.urlopen(urllib.request.Request(f"{self.base}/api/reset", method="POST"), timeout=30).read()
@@ -48,37 +61,15 @@ class BenchApp(toolkit.AppProcess):
             return timeout
 
 
-class Peer(toolkit.AppProcess):
+class Peer(Measured):
     """A peer server for section 4 (``bench/peers/<name>.py``, run by ``python``), answering the app's event
-    URLs: started, measured from outside like the app, nothing to reset."""
+    URLs: started, and measured from outside like the app."""
 
     def __init__(
         self, log: Path | None, name: str, *, python: str = sys.executable, env: dict[str, str] | None = None
     ) -> None:
         super().__init__(log, env, command=(python, "-m", f"bench.peers.{name}"))
         self.name = name
-
-    def rss_kib(self) -> int:
-        return rss_kib(self.pid)
-
-    def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
-
-    def reset(self) -> None:
-        pass
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

@@ -20,7 +20,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -34,7 +34,7 @@ from scripts._sse import subscribe
 from scripts.toolkit import ROOT, percentile_ms, poll, quiet
 
 from . import drivers, report
-from .harness import WRK_MISSING, BenchApp, Peer, closed_loop, spread, tool, wrk
+from .harness import WRK_MISSING, BenchApp, Measured, Peer, closed_loop, spread, tool, wrk
 
 ITEMS = [{"sku": "tea", "qty": 2}, {"sku": "cup", "qty": 1}, {"sku": "pot", "qty": 1}]
 
@@ -61,7 +61,7 @@ def state(app: BenchApp, variant: str) -> VariantState:
         return cast(Snapshot, json.load(resp))["variants"][variant]
 
 
-def get(app: BenchApp | Peer, path: str) -> dict[str, Any]:
+def get(app: Measured, path: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{app.base}{path}", timeout=10) as resp:
         data: dict[str, Any] = json.load(resp)
         return data
@@ -147,7 +147,7 @@ async def pubsub_price(app: BenchApp, cfg: Config) -> dict[str, Any]:
     return _compare(runs)
 
 
-async def _fan_out_once(app: BenchApp | Peer, variant: str, *, subscribers: int, messages: int) -> dict[str, Any]:
+async def _fan_out_once(app: Measured, variant: str, *, subscribers: int, messages: int) -> dict[str, Any]:
     channel = f"bench-{os.urandom(4).hex()}"
     url = f"{app.base}/{variant}/events/{channel}"
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
@@ -306,13 +306,9 @@ async def _profile(app: BenchApp, make: Any, cfg: Config) -> dict[str, Any]:
     leaves: Counter[str] = Counter()
     packages: Counter[str] = Counter()
     total = 0
-    for line in out.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
-        n = int(count)
+    for frames, n in _stacks(out):
         total += n
-        leaf = stack.split(";")[-1]
+        leaf = frames[-1]
         leaves[leaf] += n
         packages[_package(leaf)] += n
     return {
@@ -341,11 +337,7 @@ async def _native_profile(app: BenchApp, spy: str, seconds: int) -> dict[str, An
     leaves: Counter[str] = Counter()
     in_execute: Counter[str] = Counter()
     total = 0
-    for line in out.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
-        frames, n = stack.split(";"), int(count)
+    for frames, n in _stacks(out):
         total += n
         leaf = frames[-1].split(" (")[0]
         leaves[leaf] += n
@@ -359,6 +351,14 @@ async def _native_profile(app: BenchApp, spy: str, seconds: int) -> dict[str, An
         "send_under_cursor_execute": share(in_execute["send"]),
         "getpid": share(leaves["getpid"]),
     }
+
+
+def _stacks(raw: Path) -> Iterator[tuple[list[str], int]]:
+    """py-spy's ``--format raw`` output: each stack's frames, outermost first, and its sample count."""
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack:
+            yield stack.split(";"), int(count)
 
 
 def _package(frame: str) -> str:
@@ -567,7 +567,7 @@ async def fanout(app: BenchApp, cfg: Config) -> dict[str, Any]:
     if python is not None:
         redis_url = app.env.get("REDIS_URL", Settings().redis_url)  # the app's Redis
         peers.append(Peer(app.log, "broadcaster_sse", python=python, env={"REDIS_URL": redis_url}))
-    servers: dict[str, BenchApp | Peer] = {"hub": app}
+    servers: dict[str, Measured] = {"hub": app}
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {}
     try:
         for peer in peers:
