@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import traceback
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import aiopg
@@ -17,7 +17,14 @@ from .tasks import CancelWatch, checked
 
 
 class VariantDb:
-    """A variant's aiopg pool. ``/api/reset`` swaps in a fresh pool, so handlers read ``.pool`` each time."""
+    """A variant's aiopg pool. ``/api/reset`` swaps in a fresh pool, so handlers read ``.pool`` (or call
+    ``acquired()``) each time.
+
+    The pool has no aiopg ``timeout``: aiopg awaits every statement with ``wait_for(..., timeout)``, which costs a
+    timer, a future and a loop turn per statement (~9 % of a fixed order's instructions, bench/RESULTS.md 2b),
+    and is the 3.11 ``wait_for`` that can swallow a cancel. ``timeout`` bounds the wait for a connection instead
+    (``acquired()``); a statement runs until it ends or its caller is cancelled, as with asyncpg's and psycopg
+    3's defaults."""
 
     def __init__(self, *, role: str, dsn: str, maxsize: int, timeout: float = 60.0) -> None:
         self.role = role
@@ -36,7 +43,17 @@ class VariantDb:
 
     async def open(self) -> None:
         # minsize=0: the app starts (and /healthz says 503) even while Postgres is down.
-        self._pool = await aiopg.create_pool(self.dsn, minsize=0, maxsize=self.maxsize, timeout=self.timeout)
+        # timeout=None: no wait_for per statement (aiopg takes None, though its hint says float).
+        self._pool = await aiopg.create_pool(
+            self.dsn,
+            minsize=0,
+            maxsize=self.maxsize,
+            timeout=None,  # type: ignore[arg-type]
+        )
+
+    def acquired(self) -> AbstractAsyncContextManager[aiopg.Connection]:
+        """A connection of the current pool, waited for at most ``timeout`` seconds (then ``TimeoutError``)."""
+        return acquired(self.pool, timeout=self.timeout)
 
     async def rebuild(self) -> None:
         """Replace the pool; the old one's connections are closed at once, in flight or not."""
@@ -53,7 +70,7 @@ class VariantDb:
 
 
 @asynccontextmanager
-async def acquired(pool: aiopg.Pool) -> AsyncIterator[aiopg.Connection]:
+async def acquired(pool: aiopg.Pool, *, timeout: float | None = None) -> AsyncIterator[aiopg.Connection]:
     """``pool.acquire()`` that a cancel cannot spoil for the next request. aiopg's pool wakes one waiter per
     connection given back, and two cancels lose that wake-up: one landing just after the waiter was woken
     (its ``asyncio.Condition`` passes it to nobody on Python 3.11 and 3.12), and one in a query (aiopg closes
@@ -61,11 +78,14 @@ async def acquired(pool: aiopg.Pool) -> AsyncIterator[aiopg.Connection]:
     The next waiter then starves until its timeout (gallery: pool-wait). Here each passes a wake-up on (a
     spare one only makes a waiter look again). The release is shielded: a cancel there would cancel its
     wake-up too. And a cancel that aiopg swallowed (its connect awaits with ``wait_for``: on 3.11 a cancel
-    landing with the result is lost) is raised again (found by the cancellation map: the sweep ran on)."""
+    landing with the result is lost) is raised again (found by the cancellation map: the sweep ran on).
+    ``timeout`` bounds the wait for a connection (a pool made without aiopg's own)."""
     cancels = CancelWatch()
     try:
-        conn = await pool.acquire()
-    except asyncio.CancelledError:
+        # Only a wait needs the bound: a free connection is taken without a timer (its own cost: ~3 % of an order).
+        async with asyncio.timeout(timeout if not pool.freesize else None):
+            conn = await pool.acquire()
+    except (asyncio.CancelledError, TimeoutError):
         _wake_next(pool)
         raise
     try:
@@ -89,18 +109,22 @@ def _wake_next(pool: aiopg.Pool) -> None:
     task.add_done_callback(_waking.discard)
 
 
-async def fetch_one(pool: aiopg.Pool, sql: str, args: object = None) -> tuple[object, ...]:
-    async with acquired(pool) as conn, conn.cursor() as cur:
+async def fetch_one(source: aiopg.Pool | VariantDb, sql: str, args: object = None) -> tuple[object, ...]:
+    async with _connection(source) as conn, conn.cursor() as cur:
         await checked(cur.execute(sql, args))
         row = await cur.fetchone()
     assert row is not None
     return tuple(row)
 
 
-async def fetch_all(pool: aiopg.Pool, sql: str, args: object = None) -> list[tuple[object, ...]]:
-    async with acquired(pool) as conn, conn.cursor() as cur:
+async def fetch_all(source: aiopg.Pool | VariantDb, sql: str, args: object = None) -> list[tuple[object, ...]]:
+    async with _connection(source) as conn, conn.cursor() as cur:
         await checked(cur.execute(sql, args))
         return [tuple(row) for row in await cur.fetchall()]
+
+
+def _connection(source: aiopg.Pool | VariantDb) -> AbstractAsyncContextManager[aiopg.Connection]:
+    return source.acquired() if isinstance(source, VariantDb) else acquired(source)
 
 
 def connection_lost(exc: BaseException) -> bool:

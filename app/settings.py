@@ -26,7 +26,7 @@ class Settings:
     # Addresses or networks of the reverse proxy in front: from them only, X-Forwarded-For names the client.
     trusted_proxies: tuple[str, ...] = ()
     shutdown_timeout: float = 10.0
-    # aiopg: how long to wait for a pool connection (and for any one query) before TimeoutError.
+    # How long to wait for a variant pool's connection before TimeoutError (not a bound on a statement: app.db).
     pg_timeout: float = 60.0
     # aiojobs: transfers running at once per variant (fewer than the pool has connections, so they never wait
     # for one while holding a place), and queued beyond that. More than both together: 503 before accepting.

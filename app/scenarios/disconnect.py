@@ -23,7 +23,7 @@ from aiopg import Cursor
 
 from .. import openapi, resources, validation
 from ..admission import protected
-from ..db import acquired, checked, fetch_one
+from ..db import checked, fetch_one
 from ..keys import admin_db_key, db_key, gates_key, long_reads_key, probe_key, variant_key
 from ..scenario import Card, Figure, Load, Route, Rung, Scenario, of, shared
 from ..state import VariantState
@@ -81,7 +81,7 @@ async def fixed_slow_report(request: web.Request) -> web.Response:
     passed = request.app[gates_key].reports.enter()
     pid, handed_over = None, False
     try:
-        async with acquired(request.app[db_key].pool) as conn, conn.cursor() as cur:
+        async with request.app[db_key].acquired() as conn, conn.cursor() as cur:
             pid = await conn.get_backend_pid()
             await cur.execute("SET client_connection_check_interval = 100")
             orders = await _run_report(request, cur, seconds)
@@ -176,7 +176,7 @@ async def _end_backend(request: web.Request, pid: int) -> None:
 async def _write_order_in_transaction(request: web.Request, order: validation.Order, hold: float) -> int:
     """One transaction: whatever ends it early (an error, a cancel during the hold) rolls it back. A cancel
     during a statement needs no ROLLBACK: aiopg then closes the connection, and the server aborts."""
-    async with acquired(request.app[db_key].pool) as conn, conn.cursor() as cur:
+    async with request.app[db_key].acquired() as conn, conn.cursor() as cur:
         try:
             return await _write_order(request, cur, order, hold, transaction=True)
         except BaseException:

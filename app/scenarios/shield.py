@@ -20,13 +20,12 @@ from dataclasses import dataclass
 
 import aiojobs
 import aiojobs.aiohttp
-import aiopg
 import psycopg2
 from aiohttp import web
 
 from .. import openapi, resources, tasks, validation
 from ..admission import Pass, protected
-from ..db import acquired, connection_lost, fetch_all, fetch_one
+from ..db import VariantDb, connection_lost, fetch_all, fetch_one
 from ..errors import BadRequest
 from ..keys import (
     admin_db_key,
@@ -202,7 +201,7 @@ async def _accept(request: web.Request, transfer: Transfer, key: str | None) -> 
     so a client that retries after a lost reply never moves the money twice."""
     variant = request.app[variant_key]
     request.app[probe_key].hit(f"{variant}.accepting")  # the INSERT goes out right after
-    async with acquired(request.app[db_key].pool) as conn, conn.cursor() as cur:
+    async with request.app[db_key].acquired() as conn, conn.cursor() as cur:
         await cur.execute(
             "INSERT INTO transfers (id, variant, from_account, to_account, amount, idempotency_key)"
             " VALUES (%s, %s, %s, %s, %s, %s)"
@@ -237,7 +236,7 @@ async def _run_transfer(app: web.Application, transfer_id: uuid.UUID, hold: floa
             # TimeoutError: no pool connection came in time (a busy database, not a broken one): retry too.
             retryable = connection_lost(exc) or isinstance(exc, TimeoutError)
             if not retryable or loop.time() + delay > give_up:
-                await _record_failure(app[db_key].pool, transfer_id, exc)
+                await _record_failure(app[db_key], transfer_id, exc)
                 raise
             log.warning("transfer %s: %s; retrying in %.1f s", transfer_id, type(exc).__name__, delay)
             await asyncio.sleep(delay)
@@ -248,7 +247,7 @@ async def _transfer_once(app: web.Application, transfer_id: uuid.UUID, hold: flo
     """Debit, credit and ledger rows in one transaction, at most once per transfer id (the row is locked and
     must still be 'accepted')."""
     variant, probe = app[variant_key], app[probe_key]
-    async with acquired(app[db_key].pool) as conn, conn.cursor() as cur, cur.begin():
+    async with app[db_key].acquired() as conn, conn.cursor() as cur, cur.begin():
         await cur.execute(
             "SELECT from_account, to_account, amount FROM transfers"
             " WHERE id = %s AND status = 'accepted' FOR UPDATE SKIP LOCKED",
@@ -281,10 +280,10 @@ async def _transfer_once(app: web.Application, transfer_id: uuid.UUID, hold: flo
     probe.hit(f"{variant}.committed")
 
 
-async def _record_failure(pool: aiopg.Pool, transfer_id: uuid.UUID, exc: Exception) -> None:
+async def _record_failure(db: VariantDb, transfer_id: uuid.UUID, exc: Exception) -> None:
     log.error("transfer %s failed: %r", transfer_id, exc)
     try:
-        async with acquired(pool) as conn, conn.cursor() as cur:
+        async with db.acquired() as conn, conn.cursor() as cur:
             await cur.execute(
                 "UPDATE transfers SET status = 'failed', error = %s, finished_at = now()"
                 " WHERE id = %s AND status = 'accepted'",
@@ -302,7 +301,7 @@ async def _stream_export(request: web.Request, export: Export, pace: float) -> w
     """The variant's transfers as CSV, 100 rows a chunk, ``pace`` seconds apart (0..1, to watch it stream)."""
     variant = request.app[variant_key]
     rows = await fetch_all(
-        request.app[db_key].pool,
+        request.app[db_key],
         "SELECT id, from_account, to_account, amount, status FROM transfers"
         " WHERE variant = %s ORDER BY accepted_at LIMIT 100000",
         (variant,),
@@ -323,7 +322,7 @@ async def _stream_export(request: web.Request, export: Export, pace: float) -> w
 
 
 async def _audit(app: web.Application, export: Export) -> None:
-    async with acquired(app[db_key].pool) as conn, conn.cursor() as cur:
+    async with app[db_key].acquired() as conn, conn.cursor() as cur:
         await cur.execute(
             "INSERT INTO exports (variant, rows_sent, completed) VALUES (%s, %s, %s)",
             (app[variant_key], export.rows_sent, export.completed),
@@ -341,7 +340,7 @@ async def sweep_once(app: web.Application, *, older_than: float) -> int:
         "SELECT id FROM transfers WHERE variant = %s AND status = 'accepted'"
         " AND accepted_at < now() - make_interval(secs => %s) ORDER BY accepted_at LIMIT 1000"
     )
-    rows = await fetch_all(app[db_key].pool, sql, (app[variant_key], older_than))
+    rows = await fetch_all(app[db_key], sql, (app[variant_key], older_than))
     handed = 0
     for (raw_id,) in rows:
         transfer_id = uuid.UUID(str(raw_id))
