@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -49,34 +49,43 @@ def hub_client(url: str, *, name: str) -> Redis:
 
 
 class Inbox:
-    """One subscriber's bounded queue. When full, the oldest message goes and ``dropped`` counts it."""
+    """One subscriber's bounded queue. When full, the oldest message goes and ``dropped`` counts it.
 
-    __slots__ = ("_last_put", "_loop", "_missed", "_queue", "channel", "dropped")
+    A ``deque`` and the one reader's waiter, not an ``asyncio.Queue``: one reader takes everything at once, so
+    the Queue's getters, ``task_done`` bookkeeping and per-item ``get_nowait`` were work per delivery for nothing
+    (the hub puts into every subscriber's inbox: bench/RESULTS.md, section 4)."""
+
+    __slots__ = ("_closed", "_events", "_last_put", "_loop", "_missed", "_waiter", "channel", "dropped")
 
     def __init__(self, channel: str, maxsize: int) -> None:
         self.channel = channel
         self.dropped = 0
-        self._queue: asyncio.Queue[sse.Event] = asyncio.Queue(maxsize)
+        self._events: deque[sse.Event] = deque(maxlen=maxsize)  # full: an append drops the oldest
+        self._waiter: asyncio.Future[None] | None = None  # the reader's, while it waits for an event
+        self._closed = False
         self._missed = 0  # dropped since the subscriber last heard about it
         self._loop = asyncio.get_running_loop()  # made by a subscribe: asking for it per put costs a getpid()
         self._last_put = self._loop.time()  # of the last event put in
 
     def __repr__(self) -> str:
-        return f"<Inbox {self.channel} queued={self._queue.qsize()} dropped={self.dropped}>"
+        return f"<Inbox {self.channel} queued={len(self._events)} dropped={self.dropped}>"
 
     def put(self, event: sse.Event) -> None:
         self._last_put = self._loop.time()
-        if self._queue.full():
-            self._queue.get_nowait()
+        if len(self._events) == self._events.maxlen:
             self.dropped += 1
             self._missed += 1
-        self._queue.put_nowait(event)
+        self._events.append(event)
+        self._wake()
 
     def close(self) -> None:
-        """Wake the subscriber with ``bye``, even past a full queue: a stream must end at shutdown."""
-        if self._queue.full():
-            self._queue.get_nowait()
-        self._queue.put_nowait(BYE)
+        """End the stream with ``bye`` after what is queued: a stream must end at shutdown."""
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def events(self, *, heartbeat: float) -> AsyncIterator[sse.Event]:
         """What to send, one event at a time (see ``batches``)."""
@@ -89,30 +98,37 @@ class Inbox:
         catches up in one write; a heartbeat after ``heartbeat`` quiet seconds; ends after ``bye``. One timer
         per quiet stretch, not one per message: it fires ``heartbeat`` seconds after the last event went in,
         and when events came meanwhile it only moves on to the new ``heartbeat`` after the last one."""
-        loop = self._loop
+        loop, events = self._loop, self._events
         timer: asyncio.TimerHandle | None = None
 
         def beat() -> None:
             nonlocal timer
             now = loop.time()
             if now >= self._last_put + heartbeat:  # quiet: a heartbeat, unless events still wait to be sent
-                if self._queue.empty():
-                    self._queue.put_nowait(sse.HEARTBEAT)
+                if not events:
+                    events.append(sse.HEARTBEAT)
+                    self._wake()
                 self._last_put = now
             timer = loop.call_at(self._last_put + heartbeat, beat)
 
         timer = loop.call_at(self._last_put + heartbeat, beat)
         try:
             while True:
-                batch = [await self._queue.get()]
-                while batch[-1] is not BYE and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
+                while not events and not self._closed:
+                    self._waiter = loop.create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
+                batch = list(events)
+                events.clear()
                 if self._missed:  # told before what it gets next (the queue dropped older ones)
                     missed, self._missed = self._missed, 0
                     batch.insert(0, sse.gap(reason="slow subscriber", dropped=missed))
-                yield batch
-                if batch[-1] is BYE:
+                if self._closed:
+                    yield [*batch, BYE]
                     return
+                yield batch
         finally:
             timer.cancel()
 
