@@ -90,6 +90,8 @@ class Stream:
         self.response = response
         self._transport = transport
         self._timeout = timeout
+        # the transport's high-water mark (nothing in aiohttp changes it), read once rather than per send
+        self._high = transport.get_write_buffer_limits()[1] if transport is not None else 0
 
     async def send(self, *events: Event) -> None:
         """Write the events, in one write; ``Stalled`` if the client has not taken them within the send
@@ -98,10 +100,9 @@ class Stream:
         CPU."""
         data = events[0].wire if len(events) == 1 else b"".join(event.wire for event in events)
         transport = self._transport
-        if transport is not None and transport.get_write_buffer_size() == 0:
-            if len(data) <= transport.get_write_buffer_limits()[1]:
-                await self.response.write(data)
-                return
+        if transport is not None and transport.get_write_buffer_size() == 0 and len(data) <= self._high:
+            await self.response.write(data)
+            return
         await _write(self.response, data, self._timeout)
 
 
