@@ -86,7 +86,7 @@ def variant_app(
     app[streams_key] = sse.Live()
     app[long_reads_key] = sse.Live()
     app[gates_key] = Gates(
-        orders=Gate("order writes", settings.orders_in_flight),
+        orders=Gate("order writes", settings.orders_in_flight, queue=settings.orders_queued),
         # never more transfers than the scheduler can hold: spawn() then never waits after accepting
         transfers=Gate("transfers", settings.jobs_limit + settings.jobs_pending_limit),
         exports=Gate("exports", settings.exports_in_flight),

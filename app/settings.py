@@ -32,11 +32,12 @@ class Settings:
     # for one while holding a place), and queued beyond that. More than both together: 503 before accepting.
     jobs_limit: int = 8
     jobs_pending_limit: int = 1000
-    # Fixed variant: shielded order writes, exports and reports in flight at once (503 + Retry-After beyond),
-    # counting those whose client already left.
     # Fixed: how often transfers left accepted (a crash, a lost reply) are looked for and completed.
     transfer_sweep_interval: float = 30.0
+    # Fixed variant: shielded order writes, exports and reports in flight at once (503 + Retry-After beyond),
+    # counting those whose client already left; orders beyond it wait for a place, this many at most.
     orders_in_flight: int = 50
+    orders_queued: int = 1000
     exports_in_flight: int = 20
     reports_in_flight: int = 20
     # Event streams: a comment every sse_heartbeat quiet seconds; a slow subscriber's inbox holds this many.
@@ -100,6 +101,8 @@ class Settings:
             values["uvloop"] = True
         if env.get("REUSE_PORT", "") not in ("", "0"):
             values["reuse_port"] = True
+        if "ORDERS_QUEUED" in env:
+            values["orders_queued"] = int(env["ORDERS_QUEUED"])
         if "LISTEN_BACKLOG" in env:
             values["listen_backlog"] = int(env["LISTEN_BACKLOG"])
         if env.get("ACCESS_LOG", "") not in ("", "0"):

@@ -47,7 +47,7 @@ async def fixed_create_order(request: web.Request) -> web.Response:
     enough: the cancel would then hit the next one, inside the open transaction. Shielded writes in flight are
     bounded (503 beyond, counting those whose client left), and their failures logged and counted."""
     order, hold = await _order_request(request)
-    passed = request.app[gates_key].orders.enter()
+    passed = await request.app[gates_key].orders.enter()
     work = protected(
         _write_order_in_transaction(request, order, hold), passed, what="order", failed=count_failure(request.app)
     )
@@ -78,7 +78,7 @@ async def fixed_slow_report(request: web.Request) -> web.Response:
     keeps its admission place until the backend is gone: backends stay bounded at any abandon rate. The
     session also checks every 100 ms that its client is there (for a client lost without a hang-up)."""
     seconds = _report_seconds(request)
-    passed = request.app[gates_key].reports.enter()
+    passed = await request.app[gates_key].reports.enter()
     pid, handed_over = None, False
     try:
         async with request.app[db_key].acquired() as conn, conn.cursor() as cur:

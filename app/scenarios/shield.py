@@ -67,7 +67,7 @@ async def fixed_create_transfer(request: web.Request) -> web.Response:
     scheduler owns the transfer and waits for it at shutdown before the pool closes; one left accepted (a
     crash, a lost reply) is completed by the sweep, exactly once."""
     transfer, hold, key = await _transfer_request(request)
-    passed = request.app[gates_key].transfers.enter()
+    passed = await request.app[gates_key].transfers.enter()
     unit = _accept_and_spawn(request, transfer, hold, key, passed)
     transfer_id = await aiojobs.aiohttp.shield(request, unit)
     return web.json_response({"transfer_id": str(transfer_id)}, status=202)
@@ -128,7 +128,7 @@ async def fixed_export(request: web.Request) -> web.StreamResponse:
     ``aiojobs.aiohttp.shield``, so a hang-up stops the stream at once and the audit still lands. (aiojobs
     discards a shielded job's exception once the request is cancelled: ``protected`` logs and counts it.)"""
     export, pace = Export(), _pace(request)
-    passed = request.app[gates_key].exports.enter()
+    passed = await request.app[gates_key].exports.enter()
     try:
         return await _stream_export(request, export, pace)
     finally:
