@@ -105,7 +105,8 @@ def write(out: Path, results: dict[str, Any], *, smoke: bool) -> None:
                     "system call at its bottom (psycopg2's C `execute` → libpq's `PQsendQuery` → `send`): the "
                     "kernel carrying each statement to Postgres over loopback TCP, which on Linux includes "
                     "waking the Postgres backend in the sender's time. Not Python, not parsing: one `send` per "
-                    f"statement (BEGIN, two INSERTs, COMMIT). Also seen: `getpid` at {native['getpid']} % — "
+                    f"round trip (2 per order: BEGIN travels with the first INSERT, COMMIT with the second; "
+                    f"pgbench sends 4). Also seen: `getpid` at {native['getpid']} % — "
                     "Python 3.11's C `get_running_loop` compares the running loop's process id with "
                     "`getpid()`, a real system call, each time asyncio, aiohttp or aiopg asks for the loop.",
                     "",
@@ -184,6 +185,29 @@ def write(out: Path, results: dict[str, Any], *, smoke: bool) -> None:
             "generator can drive.",
             "",
         ]
+    if "instructions" in results:
+        r = results["instructions"]
+        lines += ["## 3b. Instructions per request (callgrind)", ""]
+        if "per_request" not in r:
+            lines += [r.get("valgrind", "not measured"), ""]
+        else:
+            f = r["fanout"]
+            lines += [
+                "The server alone under `valgrind --tool=callgrind`, counters zeroed after a warm-up: "
+                "instructions it ran per request, the same from one run to the next within about 1 % (the "
+                "wall-clock sections move by ±20 % on this machine), so a change to the app's own code shows "
+                "here first. Kernel time (`send`, `recv`) is not in it.",
+                "",
+                "| what | instructions |",
+                "|---|---|",
+                *[f"| {name}, per request ({r['requests']}) | {n:,} |" for name, n in r["per_request"].items()],
+                f"| fan-out, hub, per delivery ({f['subscribers']} subscribers, {f['messages']} messages) "
+                f"| {f['hub']:,} |",
+                f"| fan-out, raw aiohttp, per delivery (the same) | {f['raw aiohttp']:,} |",
+                "",
+                f"Hub / raw aiohttp: **x{r['hub_to_raw']}** instructions per delivery.",
+                "",
+            ]
     if "fanout" in results:
         r = results["fanout"]
         peers: dict[str, list[dict[str, Any]]] = r.get("peers", {})

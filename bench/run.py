@@ -35,6 +35,7 @@ from scripts.toolkit import ROOT, percentile_ms, poll, quiet
 
 from . import drivers, report
 from .harness import WRK_MISSING, BenchApp, Measured, Peer, closed_loop, spread, tool, wrk
+from .instructions import instructions
 
 ITEMS = [{"sku": "tea", "qty": 2}, {"sku": "cup", "qty": 1}, {"sku": "pot", "qty": 1}]
 
@@ -739,6 +740,7 @@ BENCHMARKS = (
     "optimisations",
     "growth",
     "generator",
+    "instructions",
     "fanout",
     "recovery",
     "drivers",
@@ -773,6 +775,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 results[name] = await growth(app, cfg)
             elif name == "generator":
                 results[name] = await generator(app, cfg)
+            elif name == "instructions":
+                results[name] = await instructions(app, smoke=cfg.smoke)
             elif name == "fanout":
                 results[name] = await fanout(app, cfg)
             elif name == "recovery":

@@ -33,6 +33,7 @@ def test_bench_smoke(settings: Settings, tmp_path: Path) -> None:
         "price of each fix",
         "database's own limit",
         "load generator",
+        "Instructions per request",
         "Fan-out",
         "Recovery",
         "Drivers",
