@@ -21,7 +21,7 @@ class VariantDb:
     ``acquired()``) each time.
 
     The pool has no aiopg ``timeout``: aiopg awaits every statement with ``wait_for(..., timeout)``, which costs a
-    timer, a future and a loop turn per statement (~9 % of a fixed order's instructions, bench/RESULTS.md 2b),
+    timer, a future and a loop turn per statement (~8 % of a fixed order's instructions, bench/RESULTS.md 2b),
     and is the 3.11 ``wait_for`` that can swallow a cancel. ``timeout`` bounds the wait for a connection instead
     (``acquired()``); a statement runs until it ends or its caller is cancelled, as with asyncpg's and psycopg
     3's defaults."""

@@ -53,7 +53,7 @@ class Inbox:
 
     A ``deque`` and the one reader's waiter, not an ``asyncio.Queue``: one reader takes everything at once, so
     the Queue's getters, ``task_done`` bookkeeping and per-item ``get_nowait`` were work per delivery for nothing
-    (the hub puts into every subscriber's inbox: bench/RESULTS.md, section 4)."""
+    (the hub puts into every subscriber's inbox: bench/RESULTS.md, sections 2b and 3b)."""
 
     __slots__ = ("_closed", "_events", "_last_put", "_loop", "_missed", "_waiter", "channel", "dropped")
 

@@ -45,7 +45,8 @@ async def fixed_create_order(request: web.Request) -> web.Response:
     """One transaction, and the whole unit of work shielded by aiojobs: the hang-up cancels the handler, not
     the write, so a started order lands whole (an error rolls all of it back). Shielding one statement is not
     enough: the cancel would then hit the next one, inside the open transaction. Shielded writes in flight are
-    bounded (503 beyond, counting those whose client left), and their failures logged and counted."""
+    bounded (counting those whose client left; beyond, an order waits for a place, and beyond the queue gets a
+    503), and their failures logged and counted."""
     order, hold = await _order_request(request)
     passed = await request.app[gates_key].orders.enter()
     work = protected(
