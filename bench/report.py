@@ -231,11 +231,14 @@ def write(out: Path, results: dict[str, Any], *, smoke: bool) -> None:
                 *[f"| {name}, per request ({r['requests']}) | {n:,} |" for name, n in r["per_request"].items()],
                 f"| fan-out, hub, per delivery ({f['subscribers']} subscribers, {f['messages']} messages) "
                 f"| {f['hub']:,} |",
-                f"| fan-out, raw aiohttp, per delivery (the same) | {f['raw aiohttp']:,} |",
-                "",
-                f"Hub / raw aiohttp: **x{r['hub_to_raw']}** instructions per delivery.",
-                "",
             ]
+            if f["raw aiohttp"]:
+                lines += [
+                    f"| fan-out, raw aiohttp, per delivery (the same) | {f['raw aiohttp']:,} |",
+                    "",
+                    f"Hub / raw aiohttp: **x{r['hub_to_raw']}** instructions per delivery.",
+                ]
+            lines.append("")
     if "fanout" in results:
         r = results["fanout"]
         peers: dict[str, list[dict[str, Any]]] = r.get("peers", {})
