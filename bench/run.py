@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,7 +149,12 @@ async def pubsub_price(app: BenchApp, cfg: Config) -> dict[str, Any]:
     return _compare(runs)
 
 
-async def _fan_out_once(app: Measured, variant: str, *, subscribers: int, messages: int) -> dict[str, Any]:
+async def _fan_out_once(
+    app: Measured, variant: str, *, subscribers: int, messages: int, rate: float | None = None
+) -> dict[str, Any]:
+    """``messages`` published to ``subscribers`` streams: one after the other, each as soon as the last was
+    answered (the server's pace: saturation); or, with ``rate``, on a clock at ``rate`` messages a second,
+    whatever the answers (open loop: latency at a load the server can carry)."""
     channel = f"bench-{os.urandom(4).hex()}"
     url = f"{app.base}/{variant}/events/{channel}"
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
@@ -163,39 +169,68 @@ async def _fan_out_once(app: Measured, variant: str, *, subscribers: int, messag
         streams = [s for status, s in opened if status == 200]
         rss = await asyncio.to_thread(app.rss_kib)
         in_use = (await asyncio.to_thread(get, app, f"/{variant}/events/stats"))["redis_connections_in_use"]
-        latencies: list[float] = []
+        by_message: dict[float, list[float]] = defaultdict(list)  # latencies, by the time each was published
         last = [0.0]
 
         async def read(stream: Any) -> int:
-            got = 0
+            # What arrived, split into events by hand (a message is ``data: <time published>``): the readers
+            # share the 2 cores with the server, and an event parsed line by line, its data by json, cost them
+            # about as much CPU as the server spent delivering it (section 4's p99 measured the readers).
+            got, buffer, content = 0, b"", stream.response.content
             while got < messages:
-                event = await stream.next()
-                if event.kind in ("eof", "cut"):
+                try:
+                    chunk = await content.readany()
+                except aiohttp.ClientPayloadError:
                     break
-                if event.kind == "message":
-                    latencies.append(time.time() - json.loads(event.data)["t"])
-                    last[0] = time.perf_counter()
-                    got += 1
+                if not chunk:
+                    break
+                now = time.time()
+                *events, buffer = (buffer + chunk).split(b"\n\n")
+                for event in events:
+                    if event.startswith(b"data: "):
+                        stamp = float(event[6:])
+                        by_message[stamp].append(now - stamp)
+                        got += 1
+                last[0] = time.perf_counter()
             return got
+
+        async def publish() -> None:
+            async with http.post(url, json={"data": repr(time.time())}) as resp:
+                await resp.read()
 
         readers = [asyncio.create_task(read(s)) for s in streams]
         cpu_before = await asyncio.to_thread(app.cpu_seconds)
-        started = time.perf_counter()
-        for i in range(messages):
-            async with http.post(url, json={"data": json.dumps({"i": i, "t": time.time()})}) as resp:
-                await resp.read()
-        async with asyncio.timeout(60):
-            got = await asyncio.gather(*readers)
+        # No collections in the readers meanwhile: a full one over 5,000 streams' objects stopped every reader
+        # for ~100 ms, and the delay showed as the server's.
+        gc.disable()
+        try:
+            started = time.perf_counter()
+            published = []
+            for i in range(messages):
+                if rate is None:
+                    await publish()
+                else:
+                    await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+                    published.append(asyncio.create_task(publish()))
+            async with asyncio.timeout(60):
+                await asyncio.gather(*published)
+                got = await asyncio.gather(*readers)
+        finally:
+            gc.enable()
         cpu = await asyncio.to_thread(app.cpu_seconds) - cpu_before
         for stream in streams:
             stream.close()
     elapsed = max(last[0] - started, 1e-9)
+    latencies = [latency for each in by_message.values() for latency in each]
+    each_p99 = sorted(percentile_ms(each, 99) for each in by_message.values())
     return {
         "subscribers": len(streams),
         "deliveries": len(latencies),
         "deliveries_per_s": round(len(latencies) / elapsed, 1),
         "p50_ms": percentile_ms(latencies, 50),
         "p99_ms": percentile_ms(latencies, 99),
+        "message_p99_ms_median": each_p99[len(each_p99) // 2] if each_p99 else None,  # a message's p99: typical
+        "message_p99_ms_max": each_p99[-1] if each_p99 else None,  # and the worst message's
         "missed": len(streams) * messages - sum(got),
         "cpu_us_per_delivery": round(1e6 * cpu / max(len(latencies), 1), 1),
         "rss_kib": rss,
@@ -535,6 +570,10 @@ async def generator(app: BenchApp, cfg: Config) -> dict[str, Any]:
 
 PEER_NAMES = {"raw_sse": "raw aiohttp", "broadcaster_sse": "broadcaster"}
 FANOUT_FIGURES = ("deliveries_per_s", "p50_ms", "p99_ms", "cpu_us_per_delivery")
+# Latency at a steady load, at the largest subscriber count: messages published on a clock, offering this many
+# deliveries a second (about half what each server delivers at saturation here), for this long.
+PACED_DELIVERIES_PER_S, PACED_SECONDS = 20_000, 5.0
+PACED_FIGURES = (*FANOUT_FIGURES, "message_p99_ms_median", "message_p99_ms_max")
 
 
 # encode/broadcaster as its README shows it, in an environment of its own (it needs redis-py < 8)
@@ -572,6 +611,9 @@ async def fanout(app: BenchApp, cfg: Config) -> dict[str, Any]:
         peers.append(Peer(app.log, "broadcaster_sse", python=python, env={"REDIS_URL": redis_url}))
     servers: dict[str, Measured] = {"hub": app}
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    paced: dict[str, list[dict[str, Any]]] = {}
+    most = max(cfg.fanout)
+    rate = PACED_DELIVERIES_PER_S / most
     try:
         for peer in peers:
             await asyncio.to_thread(peer.start)
@@ -582,12 +624,11 @@ async def fanout(app: BenchApp, cfg: Config) -> dict[str, Any]:
         for _ in range(cfg.reps if cfg.smoke else 5):
             for n in cfg.fanout:
                 for name, server in servers.items():
-                    await asyncio.to_thread(server.reset)
-                    before = await asyncio.to_thread(server.rss_kib)
                     messages = max(cfg.messages, (0 if cfg.smoke else 60_000) // n)
-                    figures = await _fan_out_once(server, "fixed", subscribers=n, messages=messages)
-                    figures["rss_per_subscriber_kib"] = round((figures["rss_kib"] - before) / max(n, 1), 1)
-                    runs[name][n].append(figures)
+                    runs[name][n].append(await _fan_out_round(server, n, messages))
+            for name, server in servers.items():  # the largest count again, at a steady load all can carry
+                messages = cfg.messages if cfg.smoke else round(PACED_SECONDS * rate)
+                paced.setdefault(name, []).append(await _fan_out_round(server, most, messages, rate))
     finally:
         for peer in peers:
             await asyncio.to_thread(peer.stop)
@@ -598,6 +639,11 @@ async def fanout(app: BenchApp, cfg: Config) -> dict[str, Any]:
     result: dict[str, Any] = {
         "fixed": medians["hub"],
         "peers": {name: rows for name, rows in medians.items() if name != "hub"},
+        "paced": {
+            "subscribers": most,
+            "messages_per_s": rate,
+            "by_server": {name: _median_row(rows, PACED_FIGURES) for name, rows in paced.items()},
+        },
         "broken_subscribers_at_failure": broken_at,
     }
     if tool("redis-benchmark"):
@@ -613,10 +659,19 @@ async def fanout(app: BenchApp, cfg: Config) -> dict[str, Any]:
     return result
 
 
-def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+async def _fan_out_round(server: Measured, n: int, messages: int, rate: float | None = None) -> dict[str, Any]:
+    """One round against a freshly reset server, with the RSS each subscriber added."""
+    await asyncio.to_thread(server.reset)
+    before = await asyncio.to_thread(server.rss_kib)
+    figures = await _fan_out_once(server, "fixed", subscribers=n, messages=messages, rate=rate)
+    figures["rss_per_subscriber_kib"] = round((figures["rss_kib"] - before) / max(n, 1), 1)
+    return figures
+
+
+def _median_row(rows: list[dict[str, Any]], figures: tuple[str, ...] = FANOUT_FIGURES) -> dict[str, Any]:
     """One subscriber count's rounds: the median of each figure, the misses and connections of the worst."""
     row = dict(rows[0])
-    for key in FANOUT_FIGURES:
+    for key in figures:
         row[key] = round(statistics.median(r[key] for r in rows), 1)
     row["rss_per_subscriber_kib"] = rows[0]["rss_per_subscriber_kib"]  # the first round's: RSS never shrinks
     row["missed"] = max(r["missed"] for r in rows)

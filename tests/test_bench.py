@@ -47,3 +47,5 @@ def test_bench_smoke(settings: Settings, tmp_path: Path) -> None:
     fanout = json.loads((tmp_path / "results" / "fanout.json").read_text())
     assert fanout["broken_subscribers_at_failure"] == 20  # the broken pool's size: behaviour, not timing
     assert all(row["missed"] == 0 and row["redis_connections_in_use"] <= 2 for row in fanout["fixed"])
+    paced = fanout["paced"]["by_server"]  # published on a clock: every server delivered every message
+    assert set(paced) == {"hub", "raw aiohttp"} and all(row["missed"] == 0 for row in paced.values())
