@@ -385,9 +385,8 @@ def _paced(paced: dict[str, Any]) -> list[str]:
         f"**At a steady load.** {n} subscribers again, the messages now published on a clock, {rate:g} a second "
         f"({round(n * rate):,} deliveries a second offered, about half what each server delivers at saturation "
         "here), whether or not the last was answered. A message's own p99 is over its subscribers; *typical* "
-        "is the median message's, *worst* the worst message's: a full garbage collection in the server (its "
-        "objects grow with the subscribers: about 80 per subscriber in the hub, 50 in raw aiohttp) stops "
-        "every stream at once for one message.",
+        "is the median message's, *worst* the worst message's: a full garbage collection in the server, which "
+        "walks every object its subscribers hold, stops every stream at once for one message.",
         "",
         "| server | p50 ms | p99 ms | a message's p99, typical | a message's p99, worst | CPU µs per delivery |",
         "|---|---|---|---|---|---|",
