@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 
 import psycopg2
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         loop = uvloop.new_event_loop()
     app = create_app(settings)
     app.on_startup.append(ops.drain_on_signals)  # SIGTERM drains first when DRAIN_SECONDS > 0
+    app.on_startup.append(freeze_start_up)  # last: after every resource is made
     # handler_cancellation=True: a client that hangs up cancels its handler at the current await. aiohttp did
     # that always up to 3.8.1 and makes it this option since 3.9 (docs/MATRIX.md); production stacks (and
     # aiohttp's own test server) run with it, and it is where these pitfalls live. The fixed variants are
@@ -78,6 +80,16 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         ),
     )
+
+
+async def freeze_start_up(app: web.Application) -> None:
+    """What start-up made (modules, routes, settings, clients: tens of thousands of objects that live as long as
+    the process) leaves the garbage collector's view: a full collection walks every object it tracks, and the
+    loop, every stream with it, waits meanwhile (bench/RESULTS.md, 2b and 4). A frozen object is never collected:
+    a client that ``/api/reset`` replaces stays behind once; and a test process, which builds many apps, does
+    not call this (``create_app`` does not)."""
+    gc.collect()
+    gc.freeze()
 
 
 if __name__ == "__main__":
