@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         loop = uvloop.new_event_loop()
     app = create_app(settings)
     app.on_startup.append(ops.drain_on_signals)  # SIGTERM drains first when DRAIN_SECONDS > 0
-    app.on_startup.append(freeze_start_up)  # last: after every resource is made
+    app.on_startup.append(collect_less)  # last: after every resource is made
     # handler_cancellation=True: a client that hangs up cancels its handler at the current await. aiohttp did
     # that always up to 3.8.1 and makes it this option since 3.9 (docs/MATRIX.md); production stacks (and
     # aiohttp's own test server) run with it, and it is where these pitfalls live. The fixed variants are
@@ -82,14 +82,23 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-async def freeze_start_up(app: web.Application) -> None:
+# A young collection once tracked objects made exceed those freed by this many (CPython's default: 700). Each
+# stream keeps a few short-lived objects alive (the future it waits on, ...), so every young collection found
+# thousands of them alive and moved them on; the older generations filled at once, and at 5,000 subscribers a
+# full collection (~150 ms, every stream stopped) came about every second: a quarter of the fan-out's CPU went
+# to the collector (bench/RESULTS.md, 2b and 4).
+YOUNG_COLLECTION_AFTER = 10_000
+
+
+async def collect_less(app: web.Application) -> None:
     """What start-up made (modules, routes, settings, clients: tens of thousands of objects that live as long as
-    the process) leaves the garbage collector's view: a full collection walks every object it tracks, and the
-    loop, every stream with it, waits meanwhile (bench/RESULTS.md, 2b and 4). A frozen object is never collected:
-    a client that ``/api/reset`` replaces stays behind once; and a test process, which builds many apps, does
-    not call this (``create_app`` does not)."""
+    the process) leaves the garbage collector's view, and young collections come less often. A full collection
+    walks every object it tracks while the loop, every stream with it, waits. A frozen object is never
+    collected: a client that ``/api/reset`` replaces stays behind once. A test process, which builds many apps,
+    keeps CPython's defaults (``create_app`` does not call this)."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_AFTER, *gc.get_threshold()[1:])
 
 
 if __name__ == "__main__":
