@@ -53,7 +53,8 @@ TRIED_IN_CODE = [
     "| ... and a young collection after 10,000 more tracked objects, not CPython's 700 (`collect_less`) | at "
     "5,000 subscribers, 3 rounds side by side: full collections 20 → 3, p99 423 → 190 ms, deliveries/s "
     "40.9 k → 54.8 k, CPU per delivery 24.2 → 17.8 µs; steady load p99 349 → 125 ms. Instructions per "
-    "delivery at 1,000: 43.1 k → 41.1 k; per fixed order 0.911 M → 0.925 M (+1.5 %). Raw aiohttp with the "
+    "delivery at 1,000: 43.1 k → 41.1 k; per fixed order 0.911 M → 0.925 M by hand, 0.907 M → 0.904 M "
+    "in section 3b's runs (within what these counts move). Raw aiohttp with the "
     "same threshold, side by side: p99 431 → 212 ms, 37.6 k → 51.2 k deliveries/s (the hub: 213 ms, "
     "50.4 k): section 4's raw aiohttp and broadcaster keep CPython's default | yes |",
 ]
@@ -260,7 +261,9 @@ def write(out: Path, results: dict[str, Any], *, smoke: bool) -> None:
             "against the hub (publish → Redis → the process's one subscription → an inbox per stream) and "
             "against the peers, each in a process of its own, alternating; medians of the rounds. *raw aiohttp*"
             " (`bench/peers/raw_sse.py`) is aiohttp with an `asyncio.Queue` per subscriber and no Redis: the "
-            "floor. CPU is the server's own, per message delivered. Each message is published as soon as the "
+            "floor. The hub runs as `python -m app` does: start-up's objects frozen and young collections after "
+            "10,000 tracked objects (`collect_less`, 2b); the peers with CPython's defaults, as written. "
+            "CPU is the server's own, per message delivered. Each message is published as soon as the "
             "last was answered: the server's own pace, so this is saturation, and a message's latency includes "
             "the wait behind those published before it.",
             "",
