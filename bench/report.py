@@ -398,9 +398,10 @@ def _paced(paced: dict[str, Any]) -> list[str]:
     lines = [
         "",
         f"**At a steady load.** {n} subscribers again, the messages now published on a clock, {rate:g} a second "
-        f"({round(n * rate):,} deliveries a second offered, about half what each server delivers at saturation "
-        "here), whether or not the last was answered. A message's own p99 is over its subscribers; *typical* "
-        "is the median message's, *worst* the worst message's: a full garbage collection in the server, which "
+        f"({round(n * rate):,} deliveries a second offered, below what each server delivers at saturation "
+        "here: about half for the hub and raw aiohttp), whether or not the last was answered. A message's own "
+        "p99 is over its subscribers; *typical* is the median message's, *worst* the worst message's: a full "
+        "garbage collection in the server, which "
         "walks every object its subscribers hold, stops every stream at once for one message.",
         "",
         "| server | p50 ms | p99 ms | a message's p99, typical | a message's p99, worst | CPU µs per delivery |",

@@ -573,7 +573,7 @@ async def generator(app: BenchApp, cfg: Config) -> dict[str, Any]:
 PEER_NAMES = {"raw_sse": "raw aiohttp", "broadcaster_sse": "broadcaster"}
 FANOUT_FIGURES = ("deliveries_per_s", "p50_ms", "p99_ms", "message_p99_ms_median", "cpu_us_per_delivery")
 # Latency at a steady load, at the largest subscriber count: messages published on a clock, offering this many
-# deliveries a second (about half what each server delivers at saturation here), for this long.
+# deliveries a second (below what each server delivers at saturation here), for this long.
 PACED_DELIVERIES_PER_S, PACED_SECONDS = 20_000, 5.0
 PACED_FIGURES = (*FANOUT_FIGURES, "message_p99_ms_max")
 
