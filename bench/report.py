@@ -10,6 +10,8 @@ from typing import Any
 
 import matplotlib
 
+from app.__main__ import YOUNG_COLLECTION_AFTER
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
@@ -262,7 +264,8 @@ def write(out: Path, results: dict[str, Any], *, smoke: bool) -> None:
             "against the peers, each in a process of its own, alternating; medians of the rounds. *raw aiohttp*"
             " (`bench/peers/raw_sse.py`) is aiohttp with an `asyncio.Queue` per subscriber and no Redis: the "
             "floor. The hub runs as `python -m app` does: start-up's objects frozen and young collections after "
-            "10,000 tracked objects (`collect_less`, 2b); the peers with CPython's defaults, as written. "
+            f"{YOUNG_COLLECTION_AFTER:,} tracked objects (`collect_less`, 2b); the peers with CPython's defaults, "
+            "as written. "
             "CPU is the server's own, per message delivered. Each message is published as soon as the "
             "last was answered: the server's own pace, so this is saturation, and a message's latency includes "
             "the wait behind those published before it.",
